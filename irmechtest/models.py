@@ -1,0 +1,401 @@
+"""Rankers as hooked models: one object for cross-encoders and bi-encoders.
+
+``HookedRanker`` wraps a Hugging Face encoder of a supported family (see ``encoder.SUPPORTED_FAMILIES``)
+and computes exactly what the checkpoint computes (fp32, padding, ``token_type_ids``; tests/test_parity.py)
+while exposing TransformerLens hook points. The score is what a ranker sorts by:
+
+* cross-encoder: the classifier logit (one label) or the logit difference ``logit[1] - logit[0]`` (two
+  labels, i.e. the log-odds of the softmax's "relevant" class);
+* bi-encoder (sentence-transformers): the similarity of the pooled query and document embeddings. Hooks
+  act on the document pass; the query side is encoded once with hooks suspended and held fixed, which is
+  how the bi-encoder literature patches (documents are perturbed, queries are not).
+
+Loading lives in ``loading.py``; this module knows nothing about where weights come from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from irmechtest.encoder import EncoderParts, HookedLayerNorm
+from irmechtest.hooks import HookedRootModule, HookPoint
+
+RankerKind = Literal["cross-encoder", "bi-encoder"]
+Overflow = Literal["error", "truncate"]
+
+
+class InputError(ValueError):
+    """Inputs that a ranker cannot score as given (empty, too long)."""
+
+
+class ScoreError(RuntimeError):
+    """A forward pass produced scores that cannot be trusted (NaN or infinite)."""
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """A sentence-transformers pooling recipe: how token states become one embedding, and how to compare."""
+
+    mode: Literal["cls", "mean", "max", "mean_sqrt_len"] = "mean"
+    normalize: bool = False
+    similarity: Literal["cosine", "dot"] = "cosine"
+
+
+@dataclass
+class Batch:
+    """Tokenised model inputs; for a bi-encoder, the document side plus the fixed query embeddings."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    token_type_ids: torch.Tensor | None = None
+    query_embeddings: torch.Tensor | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        return self.input_ids.shape[1]
+
+    def _map(self, fn) -> Batch:
+        tensors = {
+            name: None if value is None else fn(value)
+            for name, value in (
+                ("input_ids", self.input_ids),
+                ("attention_mask", self.attention_mask),
+                ("position_ids", self.position_ids),
+                ("token_type_ids", self.token_type_ids),
+                ("query_embeddings", self.query_embeddings),
+            )
+        }
+        return replace(self, **tensors)
+
+    def to(self, device: str | torch.device) -> Batch:
+        return self._map(lambda t: t.to(device))
+
+    def index(self, rows: torch.Tensor | slice | list[int]) -> Batch:
+        """Rows of the batch (a slice, indices, or a repeat pattern for stacking patched copies)."""
+        return self._map(lambda t: t[rows])
+
+
+class HookedRanker(HookedRootModule):
+    """A ranker whose every activation is a TransformerLens-named hook point.
+
+    Hook names: ``hook_embed``, ``hook_pos_embed``, ``hook_token_type_embed``, ``hook_full_embed``,
+    ``blocks.{l}.hook_resid_pre|resid_mid|resid_post|normalized_resid_post|attn_out|mlp_out``,
+    ``blocks.{l}.attn.hook_q|k|v|attn_scores|pattern|z|result``, ``blocks.{l}.mlp.hook_pre|post``,
+    ``blocks.{l}.ln1|ln2.hook_scale|normalized``, ``hook_pooled``, ``hook_logits``.
+    """
+
+    def __init__(
+        self,
+        parts: EncoderParts,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        kind: RankerKind,
+        name: str,
+        max_length: int,
+        pooling: Pooling | None = None,
+        identity: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if kind == "cross-encoder" and parts.head is None:
+            raise ValueError("a cross-encoder needs a classifier head")
+        if kind == "bi-encoder" and pooling is None:
+            raise ValueError("a bi-encoder needs a pooling recipe")
+        self.cfg = parts.cfg
+        self.tokenizer = tokenizer
+        self.kind: RankerKind = kind
+        self.name = name
+        self.max_length = max_length
+        self.pooling = pooling
+        self.identity = dict(identity or {}, name=name)
+        self.embed = parts.word_embeddings
+        self.pos_embed = parts.position_embeddings
+        self.token_type_embed = parts.token_type_embeddings
+        self.embed_ln = HookedLayerNorm(parts.embed_ln)
+        self.embed_project = parts.embed_project
+        self.blocks = nn.ModuleList(parts.blocks)
+        self.head = parts.head
+        for name_ in ("embed", "pos_embed", "token_type_embed", "full_embed", "pooled", "logits"):
+            setattr(self, f"hook_{name_}", HookPoint())
+        self._query_cache: dict[str, torch.Tensor] = {}
+        self.setup_hooks()
+        self.eval()
+        self.requires_grad_(False)
+
+    # ----------------------------------------------------------------------------------------- weights
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    @property
+    def W_E(self) -> torch.Tensor:
+        """Word-embedding matrix [d_vocab, d_embed]: the matrix the SVD-IDF probe decomposes."""
+        return self.embed.weight
+
+    @property
+    def W_pos(self) -> torch.Tensor:
+        return self.pos_embed.weight
+
+    def _stack(self, attr: str) -> torch.Tensor:
+        cfg = self.cfg
+        weights = [getattr(block.attn, attr).weight for block in self.blocks]
+        return torch.stack(
+            [w.T.reshape(cfg.d_model, cfg.n_heads, cfg.d_head).transpose(0, 1) for w in weights]
+        )
+
+    @property
+    def W_Q(self) -> torch.Tensor:
+        """[n_layers, n_heads, d_model, d_head], TransformerLens's layout."""
+        return self._stack("q_proj")
+
+    @property
+    def W_K(self) -> torch.Tensor:
+        return self._stack("k_proj")
+
+    @property
+    def W_V(self) -> torch.Tensor:
+        return self._stack("v_proj")
+
+    @property
+    def W_O(self) -> torch.Tensor:
+        """[n_layers, n_heads, d_head, d_model]."""
+        return torch.stack([block.attn.W_O for block in self.blocks])
+
+    # ------------------------------------------------------------------------------------ tokenising
+    def _check_texts(self, texts: Sequence[str], what: str) -> None:
+        if isinstance(texts, str):
+            raise TypeError(f"{what} must be a sequence of strings, not one string")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise InputError(f"{what}[{i}] is empty: a ranker cannot score an empty text")
+
+    def _encode_texts(
+        self, first: Sequence[str], second: Sequence[str] | None, overflow: Overflow
+    ) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer
+        pairs = (first,) if second is None else (first, second)
+        if overflow == "error":
+            lengths = tok(*pairs, truncation=False, return_length=True, verbose=False)["length"]
+            too_long = [i for i, n in enumerate(lengths) if n > self.max_length]
+            if too_long:
+                i = too_long[0]
+                raise InputError(
+                    f"{len(too_long)} input(s) exceed the model's maximum length of {self.max_length} tokens "
+                    f"(first: #{i}, {lengths[i]} tokens). irmechtest does not truncate silently, since that "
+                    "could cut away a perturbed term: shorten the documents, or pass overflow='truncate' to "
+                    "cut the document side."
+                )
+        elif overflow != "truncate":
+            raise ValueError(f"overflow must be 'error' or 'truncate', got {overflow!r}")
+        truncation = "only_second" if second is not None else True
+        return tok(
+            *pairs, padding=True, truncation=truncation, max_length=self.max_length, return_tensors="pt"
+        )
+
+    def _position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.cfg.position_ids_from_padding:
+            # RoBERTa numbers real tokens from pad_token_id + 1 and gives padding the pad position.
+            pad = self.cfg.pad_token_id
+            not_pad = input_ids.ne(pad).long()
+            return torch.cumsum(not_pad, dim=1) * not_pad + pad
+        return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+
+    def batch_from_encoding(self, encoded: dict[str, torch.Tensor]) -> Batch:
+        """A ``Batch`` from tokenizer output (input_ids, attention_mask, optional token_type_ids)."""
+        input_ids = encoded["input_ids"].to(self.device)
+        token_type_ids = None
+        if self.token_type_embed is not None:
+            given = encoded.get("token_type_ids")
+            token_type_ids = torch.zeros_like(input_ids) if given is None else given.to(self.device)
+            if self.cfg.n_token_types == 1:
+                token_type_ids = torch.zeros_like(input_ids)
+        return Batch(
+            input_ids=input_ids,
+            attention_mask=encoded["attention_mask"].to(self.device),
+            position_ids=self._position_ids(input_ids),
+            token_type_ids=token_type_ids,
+        )
+
+    def tokenize(
+        self, queries: Sequence[str], documents: Sequence[str], overflow: Overflow = "error"
+    ) -> Batch:
+        """Tokenise query-document pairs the way the checkpoint expects them."""
+        self._check_texts(queries, "queries")
+        self._check_texts(documents, "documents")
+        if len(queries) != len(documents):
+            raise InputError(f"got {len(queries)} queries but {len(documents)} documents")
+        if self.kind == "cross-encoder":
+            return self.batch_from_encoding(self._encode_texts(queries, documents, overflow))
+        batch = self.batch_from_encoding(self._encode_texts(documents, None, overflow))
+        batch.query_embeddings = self.encode_queries(queries, overflow)
+        return batch
+
+    # ------------------------------------------------------------------------------------- forward
+    def _additive_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        dtype = self.W_E.dtype
+        return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+    def embed_inputs(self, batch: Batch, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """The residual stream entering block 0; ``inputs_embeds`` replaces the word embeddings (for IG)."""
+        words = self.embed(batch.input_ids) if inputs_embeds is None else inputs_embeds
+        x = self.hook_embed(words)
+        if self.token_type_embed is not None:
+            x = x + self.hook_token_type_embed(self.token_type_embed(batch.token_type_ids))
+        x = x + self.hook_pos_embed(self.pos_embed(batch.position_ids))
+        x = self.embed_ln(x)
+        if self.embed_project is not None:
+            x = self.embed_project(x)
+        return self.hook_full_embed(x)
+
+    def run_blocks(
+        self, batch: Batch, resid: torch.Tensor, start_at_layer: int = 0, stop_at_layer: int | None = None
+    ) -> torch.Tensor:
+        mask = self._additive_mask(batch.attention_mask)
+        for block in self.blocks[start_at_layer:stop_at_layer]:
+            resid = block(resid, mask)
+        return resid
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sentence-transformers pooling of final token states into one embedding per row."""
+        assert self.pooling is not None
+        mode = self.pooling.mode
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        if mode == "cls":
+            pooled = hidden[:, 0]
+        elif mode == "max":
+            pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
+        else:
+            summed = (hidden * mask).sum(dim=1)
+            counts = mask.sum(dim=1).clamp(min=1e-9)
+            pooled = summed / (counts if mode == "mean" else counts.sqrt())
+        if self.pooling.normalize:
+            pooled = nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled
+
+    def similarity(self, queries: torch.Tensor, documents: torch.Tensor) -> torch.Tensor:
+        assert self.pooling is not None
+        if self.pooling.similarity == "dot":
+            return (queries * documents).sum(-1)
+        return nn.functional.cosine_similarity(queries, documents, dim=-1)
+
+    def score_from_resid(self, batch: Batch, final_resid: torch.Tensor) -> torch.Tensor:
+        """The ranker's score from the last block's output."""
+        if self.kind == "bi-encoder":
+            doc = self.hook_pooled(self.pool(final_resid, batch.attention_mask))
+            return self.similarity(batch.query_embeddings, doc)
+        head = self.head
+        pooled = self.hook_pooled(head.act(head.dense(final_resid[:, 0])))
+        logits = self.hook_logits(head.out(pooled))
+        return logits[:, 0] if head.num_labels == 1 else logits[:, 1] - logits[:, 0]
+
+    def forward(
+        self,
+        batch: Batch,
+        *,
+        start_at_layer: int = 0,
+        resid: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Scores of a batch, shape [batch].
+
+        ``start_at_layer`` with ``resid`` (that layer's ``resid_pre``) skips the layers below: the patching
+        engine starts patched copies where the patch is instead of recomputing what cannot change.
+        """
+        if start_at_layer:
+            if resid is None:
+                raise ValueError("start_at_layer needs resid, the residual stream entering that layer")
+        else:
+            resid = self.embed_inputs(batch, inputs_embeds)
+        final = self.run_blocks(batch, resid, start_at_layer)
+        return self.score_from_resid(batch, final)
+
+    # --------------------------------------------------------------------------------- bi-encoder
+    @contextmanager
+    def suspended_hooks(self) -> Iterator[None]:
+        """Run without any hook firing, e.g. to encode the fixed query side of a bi-encoder."""
+        saved = {hp: hp._forward_hooks for hp in self.hook_dict.values()}
+        try:
+            for hp in saved:
+                hp._forward_hooks = type(hp._forward_hooks)()
+            yield
+        finally:
+            for hp, hooks in saved.items():
+                hp._forward_hooks = hooks
+
+    def encode(self, texts: Sequence[str], overflow: Overflow = "error") -> torch.Tensor:
+        """Sentence embeddings (bi-encoders), computed with whatever hooks are active."""
+        if self.kind != "bi-encoder":
+            raise TypeError(f"{self.name} is a cross-encoder: it scores pairs and has no text embeddings")
+        self._check_texts(texts, "texts")
+        batch = self.batch_from_encoding(self._encode_texts(texts, None, overflow))
+        final = self.run_blocks(batch, self.embed_inputs(batch))
+        return self.pool(final, batch.attention_mask)
+
+    def encode_queries(self, queries: Sequence[str], overflow: Overflow = "error") -> torch.Tensor:
+        missing = sorted({q for q in queries if q not in self._query_cache})
+        if missing:
+            with torch.no_grad(), self.suspended_hooks():
+                for text, emb in zip(missing, self.encode(missing, overflow), strict=True):
+                    self._query_cache[text] = emb
+        return torch.stack([self._query_cache[q] for q in queries])
+
+    # ------------------------------------------------------------------------------------ scoring
+    def score(
+        self,
+        queries: Sequence[str],
+        documents: Sequence[str],
+        *,
+        batch_size: int = 32,
+        overflow: Overflow = "error",
+        progress: bool | None = None,
+    ) -> np.ndarray:
+        """Scores of query-document pairs as float64, in input order.
+
+        A progress bar appears for long inputs on a terminal and stays quiet in CI (``progress=None``).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(queries) != len(documents):
+            raise InputError(f"got {len(queries)} queries but {len(documents)} documents")
+        n_batches = math.ceil(len(queries) / batch_size)
+        show = progress if progress is not None else n_batches > 4
+        out: list[np.ndarray] = []
+        with torch.no_grad():
+            for start in tqdm(
+                range(0, len(queries), batch_size),
+                total=n_batches,
+                desc=f"scoring with {self.name}",
+                disable=not show or None,
+                leave=False,
+            ):
+                stop = start + batch_size
+                batch = self.tokenize(queries[start:stop], documents[start:stop], overflow)
+                out.append(self(batch).double().cpu().numpy())
+        scores = np.concatenate(out) if out else np.zeros(0)
+        check_finite(scores, self.name)
+        return scores
+
+
+def check_finite(scores: np.ndarray | torch.Tensor, model_name: str) -> None:
+    """Refuse NaN or infinite scores: every statistic built on them would be silently wrong."""
+    values = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise ScoreError(
+            f"{model_name} produced {bad.size} non-finite score(s) (first at input #{bad[0]}: {values[bad[0]]}); "
+            "check the weights (fp16 overflow?) and the inputs"
+        )

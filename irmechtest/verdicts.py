@@ -1,0 +1,102 @@
+"""Verdicts: the one record every built-in property produces.
+
+A verdict is what the report, the JSON fingerprint and the terminal summary are made of, so every
+property in the suite turns its measurement into one ``Verdict`` and hands it to the ``irmech_verdict``
+fixture, which records it and then passes, fails or skips the test.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Outcome(str, Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    NOT_APPLICABLE = "not applicable"
+    ERROR = "error"
+
+
+_COMPARATORS = {
+    ">=": lambda value, threshold: value >= threshold,
+    ">": lambda value, threshold: value > threshold,
+    "<=": lambda value, threshold: value <= threshold,
+    "<": lambda value, threshold: value < threshold,
+}
+
+
+@dataclass
+class Evidence:
+    """One piece of evidence behind a verdict, rendered by the report.
+
+    ``kind`` picks the renderer: ``heatmap`` (``data`` a 2-d list, with ``row_labels`` and ``col_labels``),
+    ``scatter`` (``x``, ``y`` lists), ``table`` (``columns`` and ``rows``) or ``examples`` (a list of dicts
+    with free text; every text is escaped when rendered).
+    """
+
+    kind: str
+    title: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Verdict:
+    """The outcome of one property on one model: a measured value against a threshold."""
+
+    property: str
+    model: str
+    value: float | None
+    threshold: float | None
+    comparison: str = ">="
+    summary: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    evidence: list[Evidence] = field(default_factory=list)
+    reason: str = ""
+    outcome: Outcome | None = None
+
+    def __post_init__(self) -> None:
+        if self.comparison not in _COMPARATORS:
+            raise ValueError(f"comparison must be one of {sorted(_COMPARATORS)}, got {self.comparison!r}")
+        if self.outcome is None:
+            self.outcome = self._decide()
+
+    def _decide(self) -> Outcome:
+        if self.value is None or self.threshold is None:
+            return Outcome.NOT_APPLICABLE
+        if isinstance(self.value, float) and math.isnan(self.value):
+            return Outcome.ERROR
+        return Outcome.PASSED if _COMPARATORS[self.comparison](self.value, self.threshold) else Outcome.FAILED
+
+    @classmethod
+    def not_applicable(cls, property: str, model: str, reason: str) -> Verdict:
+        return cls(property, model, None, None, reason=reason, outcome=Outcome.NOT_APPLICABLE)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome is Outcome.PASSED
+
+    def message(self) -> str:
+        """A one-paragraph account of the verdict, used as the assertion message."""
+        head = f"[{self.model}] {self.property}: {self.outcome.value}"
+        if self.outcome is Outcome.NOT_APPLICABLE:
+            return f"{head} ({self.reason})"
+        value = "nan" if self.value is None else f"{self.value:.4g}"
+        text = f"{head}: value {value}, required {self.comparison} {self.threshold:.4g}"
+        if self.summary:
+            text += f"\n{self.summary}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["outcome"] = self.outcome.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verdict:
+        data = dict(data)
+        data["outcome"] = Outcome(data["outcome"])
+        data["evidence"] = [Evidence(**e) for e in data.get("evidence", [])]
+        return cls(**data)

@@ -1,0 +1,155 @@
+"""Hook points are real intervention points with TransformerLens's names, shapes and conventions."""
+
+import pytest
+import torch
+
+from irmechtest.controls import random_cross_encoder
+from irmechtest.hooks import act_name
+
+QUERIES = ["what is a fox", "how tall is mount everest"]
+DOCS = ["the quick brown fox jumps over the lazy dog", "mount everest is 8848 metres tall"]
+
+
+@pytest.fixture(scope="module", params=["bert", "electra", "distilbert", "roberta"])
+def ranker(request):
+    return random_cross_encoder(request.param, seed=5)
+
+
+@pytest.fixture(scope="module")
+def batch(ranker):
+    return ranker.tokenize(QUERIES, DOCS)
+
+
+def scores(ranker, batch, hooks=()):
+    with torch.no_grad():
+        return ranker.run_with_hooks(batch, fwd_hooks=hooks)
+
+
+def test_expected_hook_names_exist(ranker):
+    expected = {
+        "hook_embed",
+        "hook_pos_embed",
+        "hook_full_embed",
+        "hook_pooled",
+        "hook_logits",
+        *(act_name(n, 1) for n in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "q", "k", "v")),
+        *(act_name(n, 1) for n in ("z", "result", "attn_scores", "pattern", "pre", "post", "scale1", "scale2")),
+    }
+    assert expected <= set(ranker.hook_dict)
+
+
+def test_identity_hooks_leave_scores_bit_identical(ranker, batch):
+    clean = scores(ranker, batch)
+    hooked = scores(ranker, batch, [(lambda name: not name.endswith("hook_result"), lambda act, hook: act)])
+    assert torch.equal(clean, hooked)
+
+
+def test_per_head_result_hook_sums_to_the_same_score(ranker, batch):
+    """hook_result materialises per-head outputs (summed in another order), so equality is to rounding."""
+    clean = scores(ranker, batch)
+    hooked = scores(ranker, batch, [(lambda name: name.endswith("hook_result"), lambda act, hook: act)])
+    torch.testing.assert_close(hooked, clean, atol=1e-6, rtol=0)
+
+
+def perturb(act, hook):
+    """A non-uniform edit: LayerNorm undoes a uniform shift of the residual stream, softmax a uniform shift of k."""
+    noise = torch.randn(act.shape, generator=torch.Generator().manual_seed(0), dtype=act.dtype)
+    return act + 0.5 * noise * act.abs().mean()
+
+
+def test_every_hook_point_changes_the_score_when_written(ranker, batch):
+    clean = scores(ranker, batch)
+    inert = []
+    for name in ranker.hook_dict:
+        if name == "hook_token_type_embed" and ranker.token_type_embed is None:
+            continue
+        edited = scores(ranker, batch, [(name, perturb)])
+        if torch.equal(edited, clean):  # identity hooks are bit-identical, so any change shows a live hook
+            inert.append(name)
+    assert not inert, f"writing to these hook points changed nothing downstream: {inert}"
+
+
+def test_pattern_edit_changes_the_score(ranker, batch):
+    def attend_to_first_token(pattern, hook):
+        edited = torch.zeros_like(pattern)
+        edited[..., 0] = 1.0
+        return edited
+
+    clean = scores(ranker, batch)
+    edited = scores(ranker, batch, [(act_name("pattern", 0), attend_to_first_token)])
+    assert (edited - clean).abs().max() > 1e-5
+
+
+def test_cache_has_transformer_lens_shapes(ranker, batch):
+    cfg = ranker.cfg
+    _, cache = ranker.run_with_cache(batch, names_filter=lambda n: n.startswith("blocks.0."))
+    b, p = batch.input_ids.shape
+    assert cache["q", 0].shape == (b, p, cfg.n_heads, cfg.d_head)
+    assert cache["z", 0].shape == (b, p, cfg.n_heads, cfg.d_head)
+    assert cache["pattern", 0].shape == (b, cfg.n_heads, p, p)
+    assert cache["mlp_out", 0].shape == (b, p, cfg.d_model)
+    assert "blocks.1.hook_resid_pre" not in cache
+    assert torch.allclose(cache["pattern", 0].sum(-1), torch.ones(b, cfg.n_heads, p))
+
+
+def test_starting_at_a_layer_from_the_cache_reproduces_the_score(ranker, batch):
+    clean, cache = ranker.run_with_cache(batch, names_filter=lambda n: n.endswith("hook_resid_pre"))
+    for layer in range(ranker.cfg.n_layers):
+        with torch.no_grad():
+            resumed = ranker(batch, start_at_layer=layer, resid=cache["resid_pre", layer])
+        assert torch.equal(resumed, clean)
+
+
+def test_backward_cache_holds_gradients(ranker, batch):
+    score, cache = ranker.run_with_cache(batch, names_filter=act_name("z", 1), incl_bwd=True)
+    assert not score.requires_grad  # weights are frozen: gradients flow only where activations require them
+    with torch.enable_grad():
+        ranker.reset_hooks()
+        z_in = {}
+
+        def make_leaf(act, hook):
+            act = act.detach().requires_grad_(True)
+            z_in["z"] = act
+            return act
+
+        total = ranker.run_with_hooks(batch, fwd_hooks=[(act_name("z", 1), make_leaf)]).sum()
+        total.backward()
+    assert z_in["z"].grad is not None and z_in["z"].grad.abs().sum() > 0
+
+
+def test_hooks_context_removes_only_its_own_hooks(ranker, batch):
+    seen = []
+    ranker.add_hook(act_name("z", 0), lambda act, hook: seen.append(hook.name))
+    try:
+        with ranker.hooks([(act_name("z", 1), lambda act, hook: seen.append(hook.name))]):
+            scores(ranker, batch)
+        scores(ranker, batch)
+    finally:
+        ranker.reset_hooks()
+    assert seen == ["blocks.0.attn.hook_z", "blocks.1.attn.hook_z", "blocks.0.attn.hook_z"]
+
+
+def test_unknown_hook_name_is_a_clear_error(ranker):
+    with pytest.raises(KeyError, match="no hook point named"):
+        ranker.add_hook("blocks.0.attn.hook_zz", lambda act, hook: act)
+
+
+def test_weight_views_have_transformer_lens_layout(ranker):
+    cfg = ranker.cfg
+    assert ranker.W_Q.shape == (cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head)
+    assert ranker.W_O.shape == (cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model)
+    assert ranker.W_E.shape == (cfg.d_vocab, cfg.d_embed)
+
+
+def test_bi_encoder_hooks_act_on_the_document_side_only(minilm):
+    batch = minilm.tokenize(QUERIES, DOCS)
+    fired = []
+
+    def count(act, hook):
+        fired.append(act.shape[0])
+
+    with torch.no_grad():
+        minilm.run_with_hooks(batch, fwd_hooks=[("hook_embed", count)])
+        with minilm.hooks([("hook_embed", count)]):
+            minilm.tokenize(["a brand new query"], ["doc"])
+    assert fired == [2]

@@ -1,0 +1,158 @@
+"""Loading rankers: every spec form, and a clear error for every kind of bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from irmechtest.controls import random_hf_model, tiny_config
+from irmechtest.encoder import UnsupportedArchitectureError
+from irmechtest.loading import ModelNotFoundError, load_ranker
+from irmechtest.models import InputError, ScoreError
+
+
+def save_cross_encoder(tmp_path, tokenizer, family="bert", num_labels=1, safe=True):
+    directory = tmp_path / family
+    model = random_hf_model(tiny_config(family, num_labels), seed=1)
+    model.save_pretrained(directory)
+    if not safe:  # transformers 5 always writes safetensors: make the pickled layout of older checkpoints
+        (directory / "model.safetensors").unlink()
+        torch.save(model.state_dict(), directory / "pytorch_model.bin")
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_embedded_alias_loads_the_bi_encoder(minilm):
+    assert minilm.kind == "bi-encoder"
+    assert minilm.pooling.mode == "mean" and minilm.pooling.normalize
+    assert minilm.max_length == 256  # sentence_bert_config.json's max_seq_length
+    assert minilm.identity["weights_sha256"]
+
+
+def test_local_cross_encoder_directory_matches_the_in_memory_model(tmp_path, tokenizer):
+    directory = save_cross_encoder(tmp_path, tokenizer, "electra", num_labels=2)
+    ranker = load_ranker(str(directory))
+    assert ranker.kind == "cross-encoder" and ranker.cfg.family == "electra"
+    reference = random_hf_model(tiny_config("electra", 2), seed=1)
+    encoded = tokenizer(["a query"], ["a document about things"], return_tensors="pt")
+    with torch.no_grad():
+        logits = reference(**encoded).logits
+    expected = (logits[:, 1] - logits[:, 0]).double().numpy()
+    np.testing.assert_allclose(ranker.score(["a query"], ["a document about things"]), expected, atol=1e-5)
+
+
+def test_pickled_weights_load_with_a_warning(tmp_path, tokenizer):
+    directory = save_cross_encoder(tmp_path, tokenizer, safe=False)
+    with pytest.warns(UserWarning, match="no safetensors"):
+        load_ranker(str(directory))
+
+
+def test_unknown_model_says_how_to_provide_one(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="local directory"):
+        load_ranker("nobody/no-such-cross-encoder")
+
+
+def test_invalid_spec_is_refused():
+    with pytest.raises(ModelNotFoundError):
+        load_ranker("not a ::: valid id")
+    with pytest.raises(ModelNotFoundError, match="empty"):
+        load_ranker("  ")
+
+
+def test_directory_without_a_checkpoint_is_refused(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="not a model checkpoint"):
+        load_ranker(str(tmp_path))
+
+
+def test_unsupported_architecture_lists_the_supported_families(tmp_path, tokenizer):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    directory = tmp_path / "gpt2"
+    GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_head=2, n_embd=16, num_labels=1)).save_pretrained(directory)
+    with pytest.raises(UnsupportedArchitectureError, match=r"BERT \(incl. MiniLM\).*ELECTRA.*DistilBERT.*RoBERTa"):
+        load_ranker(str(directory))
+
+
+def test_bare_encoder_without_pooling_or_head_is_not_a_ranker(tmp_path, tokenizer):
+    directory = tmp_path / "bare"
+    random_hf_model(tiny_config("bert"), cross_encoder=False).save_pretrained(directory)
+    with pytest.raises(ValueError, match="not a ranker"):
+        load_ranker(str(directory))
+
+
+def test_too_many_labels_are_refused(tmp_path, tokenizer):
+    directory = save_cross_encoder(tmp_path, tokenizer, num_labels=3)
+    with pytest.raises(ValueError, match="3 output labels"):
+        load_ranker(str(directory))
+
+
+def test_malformed_sentence_transformers_config_is_a_clear_error(tmp_path):
+    (tmp_path / "modules.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="modules.json"):
+        load_ranker(str(tmp_path))
+
+
+def test_unsupported_sentence_transformers_module_is_named(tmp_path, minilm):
+    from irmechtest.loading import embedded_model_dir
+
+    for item in embedded_model_dir().rglob("*"):
+        if item.is_file():
+            target = tmp_path / item.relative_to(embedded_model_dir())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(item.read_bytes())
+    modules = json.loads((tmp_path / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ValueError, match="Dense"):
+        load_ranker(str(tmp_path))
+
+
+def test_trust_remote_code_is_never_enabled(tmp_path, tokenizer):
+    directory = save_cross_encoder(tmp_path, tokenizer)
+    config = json.loads((directory / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForSequenceClassification": "evil.Model"}
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "evil.py").write_text("raise SystemExit('remote code ran')\n")
+    ranker = load_ranker(str(directory))  # the built-in BERT class is used; evil.py is never imported
+    assert ranker.cfg.family == "bert"
+
+
+def test_unknown_builtin_lists_the_builtins():
+    with pytest.raises(ValueError, match="planted-bm25"):
+        load_ranker("irmechtest:nonsense")
+
+
+@pytest.mark.parametrize("queries,documents", [([""], ["doc"]), (["query"], ["   "])])
+def test_empty_texts_are_refused(minilm, queries, documents):
+    with pytest.raises(InputError, match="empty"):
+        minilm.score(queries, documents)
+
+
+def test_over_long_document_is_an_error_not_a_silent_truncation(minilm):
+    long_document = "word " * 600
+    with pytest.raises(InputError, match="does not truncate silently"):
+        minilm.score(["query"], [long_document])
+    assert minilm.score(["query"], [long_document], overflow="truncate").shape == (1,)
+
+
+def test_mismatched_lengths_are_refused(minilm):
+    with pytest.raises(InputError, match="2 queries but 1 documents"):
+        minilm.score(["a", "b"], ["c"])
+
+
+def test_nan_scores_are_refused(tokenizer):
+    from irmechtest.loading import ranker_from_hf
+
+    hf_model = random_hf_model(tiny_config("bert"), seed=1)
+    with torch.no_grad():
+        hf_model.classifier.weight.fill_(float("nan"))
+    ranker = ranker_from_hf(hf_model, tokenizer, kind="cross-encoder", name="broken")
+    with pytest.raises(ScoreError, match="non-finite"):
+        ranker.score(["q"], ["d"])
+
+
+def test_bad_batch_size_is_refused(minilm):
+    with pytest.raises(ValueError, match="batch_size"):
+        minilm.score(["q"], ["d"], batch_size=0)

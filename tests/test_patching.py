@@ -1,0 +1,268 @@
+"""Patching engine: batched equals naive, planted circuits are found, degenerate inputs are refused."""
+
+import numpy as np
+import pytest
+import torch
+
+from irmechtest.ablation import ablation_hooks
+from irmechtest.controls import planted_ranker, random_cross_encoder
+from irmechtest.models import InputError
+from irmechtest.patching import (
+    _frozen_patches,
+    _run_rows,
+    activation_patching,
+    attribution_patching,
+    block_grid,
+    head_grid,
+    neuron_grid,
+    path_patching,
+    prepare_pairs,
+    screen_then_verify,
+)
+
+# Length-matched TFC1-style pairs: a filler word becomes a query term (one token either way).
+ENGLISH_PAIRS = [
+    ("where do foxes live", "the red a lives in the forest", "the red fox lives in the forest"),
+    ("price of coffee", "a is cheap in the market today", "coffee is cheap in the market today"),
+]
+PLANTED_PAIRS = [
+    ("dog vaccine", "a cat the house is big", "vaccine cat the house is big"),
+    ("river bank", "the a music is good", "the river music is good"),
+    ("coffee price", "people like a tea", "people like coffee tea"),
+    ("doctor salary", "the a work in the city", "the doctor work in the city"),
+]
+EXACT = 1e-5
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_ranker()
+
+
+@pytest.fixture(scope="module")
+def twin():
+    return planted_ranker(random=True)
+
+
+@pytest.fixture(scope="module")
+def planted_runs(planted):
+    return prepare_pairs(planted, PLANTED_PAIRS)
+
+
+def planted_heads(ranker) -> set[tuple[int, int]]:
+    return {*ranker.truth.matching_heads, *ranker.truth.scoring_heads}
+
+
+def top_heads(result, k: int) -> set[tuple[int, int]]:
+    return {(r.label["layer"], r.label["head"]) for r in result.top_k(k)}
+
+
+def assert_same(batched, naive) -> None:
+    assert batched.shape == naive.shape
+    np.testing.assert_allclose(batched.scores, naive.scores, atol=EXACT, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------- batched == naive
+@pytest.mark.parametrize("family", ["bert", "electra", "distilbert", "roberta", "xlm-roberta"])
+def test_batched_equals_naive_on_random_cross_encoders(family):
+    ranker = random_cross_encoder(family, seed=3)
+    runs = prepare_pairs(ranker, ENGLISH_PAIRS, tolerance=1e-7)
+    for direction in ("denoise", "noise"):
+        batched = activation_patching(ranker, runs, head_grid(ranker), direction=direction, batch_budget=5)
+        assert_same(batched, activation_patching(ranker, runs, head_grid(ranker), direction=direction, batched=False))
+
+
+def test_batched_equals_naive_for_blocks_positions_and_neurons():
+    ranker = random_cross_encoder("bert", seed=3)
+    runs = prepare_pairs(ranker, ENGLISH_PAIRS[:1], tolerance=1e-7)
+    grids = [
+        head_grid(ranker, by_position=True, seq_len=runs.seq_len, layers=[1]),
+        block_grid(ranker, runs.seq_len, layers=[1]),
+        neuron_grid(ranker, neurons=range(0, ranker.cfg.d_mlp, 16)),
+    ]
+    for grid in grids:
+        assert_same(
+            activation_patching(ranker, runs, grid, batch_budget=7),
+            activation_patching(ranker, runs, grid, batched=False),
+        )
+
+
+def test_batched_equals_naive_on_minilm_bi_encoder(minilm):
+    runs = prepare_pairs(minilm, ENGLISH_PAIRS[:1])
+    grid = head_grid(minilm, layers=[5])
+    assert_same(activation_patching(minilm, runs, grid), activation_patching(minilm, runs, grid, batched=False))
+
+
+def test_batched_equals_naive_on_planted(planted):
+    runs = prepare_pairs(planted, PLANTED_PAIRS[:1])
+    grid = block_grid(planted, runs.seq_len, acts=["attn_out"])
+    assert_same(
+        activation_patching(planted, runs, grid, batch_budget=5),
+        activation_patching(planted, runs, grid, batched=False),
+    )
+    assert_same(path_patching(planted, runs), path_patching(planted, runs, batched=False))
+    receivers = [(2, 3)]
+    assert_same(
+        path_patching(planted, runs, receivers=receivers, channels=["v"], batch_budget=3),
+        path_patching(planted, runs, receivers=receivers, channels=["v"], batched=False),
+    )
+
+
+# ------------------------------------------------------------------------------------------- planted truth
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_activation_patching_ranks_planted_heads_first(planted, planted_runs, direction):
+    result = activation_patching(planted, planted_runs, head_grid(planted), direction=direction)
+    truth = planted_heads(planted)
+    assert top_heads(result, len(truth)) == truth
+    assert result.n_pairs == len(PLANTED_PAIRS) and result.excluded == 0
+    others = [r for r in result.top_k(12) if (r.label["layer"], r.label["head"]) not in truth]
+    assert max(abs(r.mean) for r in others) < 0.01  # distractors write where nothing reads
+
+
+def test_attribution_patching_ranks_planted_heads_first_and_tracks_exact(planted, planted_runs):
+    grid = head_grid(planted)
+    attribution = attribution_patching(planted, planted_runs, grid)
+    exact = activation_patching(planted, planted_runs, grid)
+    assert top_heads(attribution, 4) == planted_heads(planted)
+    assert attribution.correlation(exact) > 0.9
+
+
+def test_screen_then_verify_patches_the_screened_heads_exactly(planted, planted_runs):
+    _, verified = screen_then_verify(planted, planted_runs, head_grid(planted), top_n=4)
+    assert verified.dims == ("component",) and verified.shape == (4,)
+    exact = activation_patching(planted, planted_runs, head_grid(planted))
+    for name, value in zip(verified.coords["component"], verified.mean, strict=True):
+        layer, head = (int(part.split("=")[1]) for part in name.split(", "))
+        assert value == pytest.approx(exact.mean[layer, head], abs=EXACT)
+
+
+def test_path_patching_to_score_finds_only_the_scoring_head(planted, planted_runs):
+    result = path_patching(planted, planted_runs)
+    assert top_heads(result, 1) == set(planted.truth.scoring_heads)
+    # The matching heads act on the score only through the scoring head: no direct path.
+    assert all(abs(result.mean[layer, head]) < 0.01 for layer, head in planted.truth.matching_heads)
+
+
+def test_path_patching_recovers_planted_edges(planted, planted_runs):
+    receivers = [(1, 2), (2, 3)]
+    result = path_patching(planted, planted_runs, receivers=receivers)
+    edges = {(f"{s[0]}.{s[1]}", f"{r[0]}.{r[1]}", ch) for s, r, ch in planted.truth.edges}
+    found = {(r.label["sender"], r.label["receiver"], r.label["channel"]) for r in result.top_k(len(edges))}
+    assert found == edges
+    assert np.isnan(result.mean[result.coords["sender"].index("2.0")]).all()  # not below any receiver
+
+
+def test_random_twin_has_no_standout_heads(twin):
+    """Noise bound: with no circuit, effects spread over heads; the 4 largest hold under 90% of the total |effect|.
+
+    On the planted model they hold over 99% (the distractors' effects are exactly zero by construction).
+    """
+    runs = prepare_pairs(twin, PLANTED_PAIRS, tolerance=1e-6)
+    for result in (activation_patching(twin, runs, head_grid(twin)), path_patching(twin, runs)):
+        share = sorted(np.abs(result.mean).ravel(), reverse=True)
+        assert sum(share[:4]) / sum(share) < 0.9
+
+
+def test_planted_effects_are_concentrated(planted, planted_runs):
+    share = sorted(np.abs(activation_patching(planted, planted_runs, head_grid(planted)).mean).ravel(), reverse=True)
+    assert sum(share[:4]) / sum(share) > 0.99
+
+
+# ------------------------------------------------------------------------------------------- LayerNorm policy
+def test_frozen_layernorm_makes_direct_paths_additive():
+    """With LN scales frozen the path from senders to a later head's q is affine, so two senders' effects add
+    up; recomputing the scales breaks that, which is why path patching freezes them by default."""
+    ranker = random_cross_encoder("bert", seed=1)
+    with torch.no_grad():  # random init writes heads ~100x smaller than the residual: LN would look linear
+        ranker.blocks[0].attn.o_proj.weight.mul_(100)
+    runs = prepare_pairs(
+        ranker, [("where do foxes live", "the red a lives in the forest", "my big dog ate all the food")]
+    )
+    target, source = runs.sides("denoise")
+    pairs = torch.arange(runs.n_pairs).repeat(4)
+    senders = torch.zeros(4 * runs.n_pairs, ranker.cfg.n_heads, dtype=torch.bool)
+    for i, heads in enumerate([[], [0], [1], [0, 1]]):
+        senders[i * runs.n_pairs : (i + 1) * runs.n_pairs, heads] = True
+    errors = {}
+    for ln in ("frozen", "recompute"):
+        patches = _frozen_patches(ranker, target, source, 0, senders, ln)
+        _, rec = _run_rows(
+            ranker, runs, target, 0, pairs, patches, batch_budget=64, batched=True, record=["blocks.1.attn.hook_q"]
+        )
+        none, a, b, both = rec["blocks.1.attn.hook_q"].split(runs.n_pairs)
+        errors[ln] = (both - none - (a - none) - (b - none)).abs().max().item()
+        assert (a - none).abs().max() > 1e-2  # the senders do reach the receiver
+    assert errors["frozen"] < EXACT
+    assert errors["recompute"] > 10 * EXACT
+
+
+# ------------------------------------------------------------------------------------------- ablation
+def test_zero_ablating_the_scoring_head_removes_the_effect(planted):
+    hooks = ablation_hooks(planted, head_grid(planted).subset([2 * 4 + 3]).cells, "zero")
+    with pytest.raises(InputError, match="score gap"):
+        prepare_pairs(planted, PLANTED_PAIRS, hooks=hooks, tolerance=1e-3)
+
+
+def test_mean_ablating_distractors_keeps_the_effect_and_composes_with_patching(planted, planted_runs):
+    heads = [(layer, head) for layer in range(3) for head in range(4)]
+    distractors = [i for i, head in enumerate(heads) if head not in planted_heads(planted)]
+    reference = planted.tokenize([q for q, _, _ in PLANTED_PAIRS], [b for _, b, _ in PLANTED_PAIRS])
+    hooks = ablation_hooks(planted, head_grid(planted).subset(distractors), "mean", reference=reference)
+    runs = prepare_pairs(planted, PLANTED_PAIRS, hooks=hooks)
+    gap, ablated_gap = (r.perturbed.scores - r.baseline.scores for r in (planted_runs, runs))
+    torch.testing.assert_close(ablated_gap, gap, rtol=0.02, atol=0)
+    grid = head_grid(planted)
+    assert_same(activation_patching(planted, runs, grid), activation_patching(planted, runs, grid, batched=False))
+    assert top_heads(activation_patching(planted, runs, grid), 4) == planted_heads(planted)
+
+
+def test_resample_ablation_is_deterministic_and_checks_shapes(planted):
+    reference = planted.tokenize(["river bank"], ["the a music is good too"])
+    cells = neuron_grid(planted, layers=[0], neurons=range(8)).cells
+    batch = planted.tokenize(["dog vaccine"], ["a cat the house is big"])
+    hooks = ablation_hooks(planted, cells, "resample", reference=reference, seed=1)
+    with torch.no_grad():
+        assert planted.run_with_hooks(batch, fwd_hooks=hooks) == planted.run_with_hooks(batch, fwd_hooks=hooks)
+        with pytest.raises(ValueError, match="same padded length"):
+            planted.run_with_hooks(planted.tokenize(["dog"], ["a cat"]), fwd_hooks=hooks)
+    with pytest.raises(ValueError, match="reference"):
+        ablation_hooks(planted, cells, "mean")
+
+
+# ------------------------------------------------------------------------------------------- degenerate inputs
+def test_identical_pairs_are_excluded_and_counted(planted):
+    runs = prepare_pairs(planted, [*PLANTED_PAIRS[:2], ("dog", "a cat", "a cat")])
+    assert runs.excluded == 1 and runs.n_pairs == 2
+    assert activation_patching(planted, runs, head_grid(planted)).excluded == 1
+    with pytest.raises(InputError, match="score gap"):
+        prepare_pairs(planted, [("dog", "a cat", "a cat")])
+
+
+def test_refuses_unequal_lengths_empty_inputs_and_bad_budgets(planted, planted_runs):
+    with pytest.raises(InputError, match="different token lengths"):
+        prepare_pairs(planted, [("dog", "a cat", "a cat dog")])
+    with pytest.raises(InputError, match="no pairs"):
+        prepare_pairs(planted, [])
+    with pytest.raises(ValueError, match="empty"):
+        neuron_grid(planted, neurons=[])
+    with pytest.raises(ValueError, match="empty"):
+        ablation_hooks(planted, [], "zero")
+    with pytest.raises(ValueError, match="empty"):
+        path_patching(planted, planted_runs, receivers=[])
+    with pytest.raises(ValueError, match="batch_budget"):
+        activation_patching(planted, planted_runs, head_grid(planted), batch_budget=0)
+    with pytest.raises(ValueError, match="top_n"):
+        screen_then_verify(planted, planted_runs, head_grid(planted), top_n=0)
+    with pytest.raises(ValueError, match="direction"):
+        activation_patching(planted, planted_runs, head_grid(planted), direction="sideways")
+    one_at_a_time = activation_patching(planted, planted_runs, head_grid(planted), batch_budget=1)
+    assert_same(one_at_a_time, activation_patching(planted, planted_runs, head_grid(planted)))
+
+
+def test_padding_positions_are_nan_and_ci_needs_two_pairs(planted):
+    runs = prepare_pairs(planted, [PLANTED_PAIRS[0], ("dog", "a cat", "dog cat")])
+    result = activation_patching(planted, runs, block_grid(planted, runs.seq_len, acts=["resid_pre"]))
+    short = int(runs.lengths.min())
+    assert np.isnan(result.values[int(runs.lengths.argmin()), 0, :, short:]).all()
+    assert not np.isnan(result.mean).any()  # every position has at least one real pair
+    assert np.isnan(result.ci_low[0, :, short:]).all()  # one pair only there
