@@ -125,9 +125,7 @@ class Axiom:
         out = self.fn(query, document, context or AxiomContext())
         edits = (out,) if isinstance(out, Edit) else tuple(out)
         if not edits or not all(isinstance(e, Edit) for e in edits):
-            raise TypeError(
-                f"axiom {self.name} must return an Edit or a non-empty sequence of Edits, got {out!r}"
-            )
+            raise TypeError(f"axiom {self.name} must return an Edit or a non-empty sequence of Edits, got {out!r}")
         return edits
 
 
@@ -203,9 +201,7 @@ def _pick_term(query: str, ctx: AxiomContext) -> str:
 def _idf_extremes(query: str, ctx: AxiomContext) -> tuple[str, str]:
     """The highest- and lowest-IDF query terms; not applicable unless their IDFs differ."""
     if ctx.idf is None:
-        raise ValueError(
-            "this axiom needs IDF statistics: pass AxiomContext(idf=...) (see datasets.word_idf)"
-        )
+        raise ValueError("this axiom needs IDF statistics: pass AxiomContext(idf=...) (see datasets.word_idf)")
     known = [(v, t) for t in query_terms(query) if (v := ctx.idf(t)) is not None]
     if len(known) < 2:
         raise NotApplicable("fewer than two query terms with a known IDF")
@@ -217,9 +213,7 @@ def _idf_extremes(query: str, ctx: AxiomContext) -> tuple[str, str]:
 
 # -------------------------------------------------------------------------------------- the catalogue
 
-TFC1_SOURCE = (
-    "Camara & Hauff 2020 (ECIR), BERT ranker on TREC DL 2019: TFC1 satisfied on ~61% of diagnostic pairs"
-)
+TFC1_SOURCE = "Camara & Hauff 2020 (ECIR), BERT ranker on TREC DL 2019: TFC1 satisfied on ~61% of diagnostic pairs"
 
 
 @axiom(
@@ -330,9 +324,7 @@ def lnc2(query: str, document: str, ctx: AxiomContext) -> Edit:
 )
 def stmc1(query: str, document: str, ctx: AxiomContext) -> Edit:
     if ctx.neighbours is None:
-        raise ValueError(
-            "STMC1 needs neighbours: pass AxiomContext(neighbours=...) (see embedding_neighbours)"
-        )
+        raise ValueError("STMC1 needs neighbours: pass AxiomContext(neighbours=...) (see embedding_neighbours)")
     in_query = {w for w in words(query)}
     options = []
     for term in query_terms(query):

@@ -40,14 +40,10 @@ def tiny_config(family: str, num_labels: int = 1) -> PretrainedConfig:
         return RobertaConfig(**common, **layers, type_vocab_size=1)
     if family == "xlm-roberta":
         return XLMRobertaConfig(**common, **layers, type_vocab_size=1)
-    raise ValueError(
-        f"no tiny config for {family!r}; families: bert, electra, distilbert, roberta, xlm-roberta"
-    )
+    raise ValueError(f"no tiny config for {family!r}; families: bert, electra, distilbert, roberta, xlm-roberta")
 
 
-def random_hf_model(
-    config: PretrainedConfig, seed: int = 0, *, cross_encoder: bool = True
-) -> torch.nn.Module:
+def random_hf_model(config: PretrainedConfig, seed: int = 0, *, cross_encoder: bool = True) -> torch.nn.Module:
     """A Hugging Face model with the library's own random init under a fixed seed (eager attention)."""
     config._attn_implementation = "eager"
     with torch.random.fork_rng():

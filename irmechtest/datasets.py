@@ -119,9 +119,7 @@ def read_pairs_tsv(path: str | Path) -> list[QueryDocPair]:
             if row == []:
                 continue
             if len(row) != len(header):
-                raise DataFormatError(
-                    f"{path}:{line}: expected {len(header)} tab-separated fields, got {len(row)}"
-                )
+                raise DataFormatError(f"{path}:{line}: expected {len(header)} tab-separated fields, got {len(row)}")
             get = {name: row[i] for name, i in index.items()}
             if not get["qid"] or not get["docno"]:
                 raise DataFormatError(f"{path}:{line}: empty qid or docno")
@@ -130,9 +128,7 @@ def read_pairs_tsv(path: str | Path) -> list[QueryDocPair]:
                 try:
                     relevance = int(relevance)
                 except ValueError:
-                    raise DataFormatError(
-                        f"{path}:{line}: relevance {relevance!r} is not an integer"
-                    ) from None
+                    raise DataFormatError(f"{path}:{line}: relevance {relevance!r} is not an integer") from None
             else:
                 relevance = None
             rows.append(
@@ -184,9 +180,7 @@ class IrDatasetsSource:
 
     def pairs(self, keys: Sequence[tuple[str, str, int]]) -> list[QueryDocPair]:
         if self._queries is None:
-            self._queries = self._fetch(
-                "queries", lambda: {q.query_id: q.text for q in self.dataset.queries_iter()}
-            )
+            self._queries = self._fetch("queries", lambda: {q.query_id: q.text for q in self.dataset.queries_iter()})
         store = self._fetch("docs store", self.dataset.docs_store)
         docs = self._fetch("documents", lambda: store.get_many({docno for _, docno, _ in keys}))
         out = []
@@ -230,9 +224,7 @@ def sample_indices(n: int, limit: int | None, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(n), limit))
 
 
-def load_pairs(
-    source: str = DEFAULT_SOURCE, *, limit: int | None = None, seed: int = 0
-) -> list[QueryDocPair]:
+def load_pairs(source: str = DEFAULT_SOURCE, *, limit: int | None = None, seed: int = 0) -> list[QueryDocPair]:
     """Judged query-document pairs from a registered source, a local ``.tsv`` or an ``ir_datasets`` id.
 
     ``limit`` draws that many pairs without replacement, the same ones for the same seed.
@@ -276,9 +268,7 @@ def load_vaswani(root: str | Path | None = None) -> Collection:
     if absent:
         raise FileNotFoundError(f"Vaswani collection not found, missing {absent} (set ${SHARED_DATA_ENV})")
     documents = {m[1]: " ".join(m[2].split()) for m in _TREC_DOC.finditer(paths["doc-text.trec"].read_text())}
-    queries = {
-        m[1]: " ".join(m[2].split()).lower() for m in _TREC_TOP.finditer(paths["query-text.trec"].read_text())
-    }
+    queries = {m[1]: " ".join(m[2].split()).lower() for m in _TREC_TOP.finditer(paths["query-text.trec"].read_text())}
     if not documents or not queries:
         raise DataFormatError(f"{root}: no <DOC> or <top> records found")
     qrels: dict[str, dict[str, int]] = {}
@@ -287,9 +277,7 @@ def load_vaswani(root: str | Path | None = None) -> Collection:
         if not parts:
             continue
         if len(parts) != 4 or not parts[3].lstrip("-").isdigit():
-            raise DataFormatError(
-                f"{paths['qrels']}:{line_no}: expected 'qid iter docno grade', got {line!r}"
-            )
+            raise DataFormatError(f"{paths['qrels']}:{line_no}: expected 'qid iter docno grade', got {line!r}")
         qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
     return Collection("vaswani", documents, queries, qrels)
 
@@ -325,9 +313,7 @@ def bm25_idf(df: int, n_docs: int) -> float:
     return math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
 
 
-def corpus_idf(
-    documents: Iterable[str], tokenizer: Any | None = None, *, batch_size: int = 1024
-) -> dict[str, float]:
+def corpus_idf(documents: Iterable[str], tokenizer: Any | None = None, *, batch_size: int = 1024) -> dict[str, float]:
     """IDF from document frequencies over ``documents``: word level, or token level with a tokenizer
     (WordPiece pieces, as in the shipped table, so the two can be compared)."""
     df: Counter[str] = Counter()
@@ -421,9 +407,7 @@ def embedding_neighbours(
     """
     vocab = tokenizer.get_vocab()
     if embeddings.shape[0] < max(vocab.values()) + 1:
-        raise ValueError(
-            f"embedding matrix has {embeddings.shape[0]} rows, vocabulary needs {max(vocab.values()) + 1}"
-        )
+        raise ValueError(f"embedding matrix has {embeddings.shape[0]} rows, vocabulary needs {max(vocab.values()) + 1}")
     whole = _whole_word_tokens(tokenizer)
     ids = np.array(sorted(whole.values()))
     names = {i: w for w, i in whole.items()}

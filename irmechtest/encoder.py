@@ -101,9 +101,7 @@ class HookedAttention(nn.Module):
 
 
 class HookedMLP(nn.Module):
-    def __init__(
-        self, fc_in: nn.Linear, fc_out: nn.Linear, act: Callable[[torch.Tensor], torch.Tensor]
-    ) -> None:
+    def __init__(self, fc_in: nn.Linear, fc_out: nn.Linear, act: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.fc_in, self.fc_out, self.act = fc_in, fc_out, act
         self.hook_pre = HookPoint()
@@ -120,9 +118,7 @@ class HookedBlock(nn.Module):
     LayerNorm and ``normalized_resid_post`` (the next block's ``resid_pre``) is after it.
     """
 
-    def __init__(
-        self, attn: HookedAttention, ln1: HookedLayerNorm, mlp: HookedMLP, ln2: HookedLayerNorm
-    ) -> None:
+    def __init__(self, attn: HookedAttention, ln1: HookedLayerNorm, mlp: HookedMLP, ln2: HookedLayerNorm) -> None:
         super().__init__()
         self.attn, self.ln1, self.mlp, self.ln2 = attn, ln1, mlp, ln2
         for name in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post", "normalized_resid_post"):
@@ -172,9 +168,7 @@ def _bert_like_blocks(cfg: EncoderConfig, layers: nn.ModuleList) -> list[HookedB
             HookedBlock(
                 HookedAttention(cfg, attn.self.query, attn.self.key, attn.self.value, attn.output.dense),
                 HookedLayerNorm(attn.output.LayerNorm),
-                HookedMLP(
-                    layer.intermediate.dense, layer.output.dense, layer.intermediate.intermediate_act_fn
-                ),
+                HookedMLP(layer.intermediate.dense, layer.output.dense, layer.intermediate.intermediate_act_fn),
                 HookedLayerNorm(layer.output.LayerNorm),
             )
         )
@@ -184,9 +178,7 @@ def _bert_like_blocks(cfg: EncoderConfig, layers: nn.ModuleList) -> list[HookedB
 def _distilbert_blocks(cfg: EncoderConfig, layers: nn.ModuleList) -> list[HookedBlock]:
     return [
         HookedBlock(
-            HookedAttention(
-                cfg, la.attention.q_lin, la.attention.k_lin, la.attention.v_lin, la.attention.out_lin
-            ),
+            HookedAttention(cfg, la.attention.q_lin, la.attention.k_lin, la.attention.v_lin, la.attention.out_lin),
             HookedLayerNorm(la.sa_layer_norm),
             HookedMLP(la.ffn.lin1, la.ffn.lin2, la.ffn.activation),
             HookedLayerNorm(la.output_layer_norm),
@@ -236,9 +228,7 @@ def _classifier_head(family: str, hf_model: nn.Module, classifier: nn.Module) ->
     if family == "bert":
         pooler = hf_model.base_model.pooler
         if pooler is None:
-            raise ValueError(
-                "this BERT cross-encoder has no pooler, but its classifier reads the pooled output"
-            )
+            raise ValueError("this BERT cross-encoder has no pooler, but its classifier reads the pooled output")
         return ClassifierHead(pooler.dense, pooler.activation, classifier)
     if family == "electra":
         return ClassifierHead(classifier.dense, classifier.activation, classifier.out_proj)

@@ -68,9 +68,7 @@ class HookPoint(nn.Module):
     def has_hooks(self) -> bool:
         return bool(self._handles)
 
-    def add_hook(
-        self, fn: HookFn, direction: Literal["fwd", "bwd"] = "fwd"
-    ) -> torch.utils.hooks.RemovableHandle:
+    def add_hook(self, fn: HookFn, direction: Literal["fwd", "bwd"] = "fwd") -> torch.utils.hooks.RemovableHandle:
         """Attach ``fn(activation, hook=self)``; ``bwd`` hooks see the gradient of the activation."""
         if direction == "fwd":
 

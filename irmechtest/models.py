@@ -153,9 +153,7 @@ class HookedRanker(HookedRootModule):
     def _stack(self, attr: str) -> torch.Tensor:
         cfg = self.cfg
         weights = [getattr(block.attn, attr).weight for block in self.blocks]
-        return torch.stack(
-            [w.T.reshape(cfg.d_model, cfg.n_heads, cfg.d_head).transpose(0, 1) for w in weights]
-        )
+        return torch.stack([w.T.reshape(cfg.d_model, cfg.n_heads, cfg.d_head).transpose(0, 1) for w in weights])
 
     @property
     def W_Q(self) -> torch.Tensor:
@@ -202,9 +200,7 @@ class HookedRanker(HookedRootModule):
         elif overflow != "truncate":
             raise ValueError(f"overflow must be 'error' or 'truncate', got {overflow!r}")
         truncation = "only_second" if second is not None else True
-        return tok(
-            *pairs, padding=True, truncation=truncation, max_length=self.max_length, return_tensors="pt"
-        )
+        return tok(*pairs, padding=True, truncation=truncation, max_length=self.max_length, return_tensors="pt")
 
     def _position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.cfg.position_ids_from_padding:
@@ -230,9 +226,7 @@ class HookedRanker(HookedRootModule):
             token_type_ids=token_type_ids,
         )
 
-    def tokenize(
-        self, queries: Sequence[str], documents: Sequence[str], overflow: Overflow = "error"
-    ) -> Batch:
+    def tokenize(self, queries: Sequence[str], documents: Sequence[str], overflow: Overflow = "error") -> Batch:
         """Tokenise query-document pairs the way the checkpoint expects them."""
         self._check_texts(queries, "queries")
         self._check_texts(documents, "documents")

@@ -16,7 +16,7 @@ remove; every token's embedding has the same norm, so LayerNorm is one known sca
 * ``pos`` (16): sinusoidal positions.
 * ``special`` (5): one direction per special token.
 * ``match`` (3): one per matching head, written at every token: its attention mass on document tokens.
-* ``score`` (1): written at [CLS] by the scoring head, read by the pooler.
+* ``score`` (1): written by the scoring head; the pooler reads it at [CLS].
 * ``junk`` (24): where the distractor heads and the MLPs write; nothing reads it.
 """
 
@@ -39,19 +39,18 @@ FILLER_WORD = "a"
 """The length-matching filler of perturbation baselines (as in MechIR): a function word of low IDF."""
 
 # Most common first: the rank gives the Zipf document frequency, hence the IDF.
-_FUNCTION_WORDS = (
-    "the , . of and to a in is for that on with as it by was are at from be this or an what how ? which "
-    "can not"
-).split()
-_COMMON_WORDS = (
+_FUNCTION_TEXT = (
+    "the , . of and to a in is for that on with as it by was are at from be this or an what how ? which can not"
+)
+_COMMON_TEXT = (
     "people time year world day life water home house work job school city town state country family "
     "money health food car business music information power book game service number water system "
     "government company program market group part place name story church history law war art "
     "science energy heart body child kid student teacher picture image movie film price cost road "
     "street shop store doctor medicine answer start begin big large small little fast quick old new "
     "good bad happy sad sick rich buy sell travel trip"
-).split()
-_TOPIC_WORDS = (
+)
+_TOPIC_TEXT = (
     "computer software internet phone language court police army hospital university college library "
     "museum bank insurance tax loan credit mortgage river mountain lake island desert weather rain snow "
     "storm temperature climate animal dog cat horse bird fish plant tree flower fruit apple banana "
@@ -67,8 +66,8 @@ _TOPIC_WORDS = (
     "vehicle huge tiny rapid cash purchase employment highway pupil instructor illness disease "
     "sickness drug medication physician automobile wealthy intelligent glad unhappy ill tale voyage "
     "vessel cheap inexpensive"
-).split()
-_RARE_WORDS = (
+)
+_RARE_TEXT = (
     "chemistry physics biology geology astronomy planet earth moon sun star galaxy telescope atom "
     "molecule electron oxygen carbon iron gold silver copper battery engine motor fuel gasoline "
     "electricity solar nuclear volcano earthquake glacier photosynthesis chlorophyll mitochondria enzyme "
@@ -81,7 +80,7 @@ _RARE_WORDS = (
     "espresso quinoa avocado pineapple mango lentil tofu sushi croissant baguette pharaoh pyramid "
     "sphinx mummy gladiator samurai viking knight cathedral monastery synagogue mosque renaissance "
     "baroque symphony opera violin cello saxophone ballet sonnet haiku manuscript parchment"
-).split()
+)
 SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ("car", "automobile", "vehicle"),
     ("doctor", "physician"),
@@ -128,13 +127,14 @@ SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
 def _words() -> list[str]:
     """The word list, most frequent first, without repeats (a word listed twice keeps its first rank)."""
     seen: dict[str, None] = {}
-    for word in (*_FUNCTION_WORDS, *_COMMON_WORDS, *_TOPIC_WORDS, *_RARE_WORDS):
-        seen.setdefault(word, None)
+    for text in (_FUNCTION_TEXT, _COMMON_TEXT, _TOPIC_TEXT, _RARE_TEXT):
+        for word in text.split():
+            seen.setdefault(word, None)
     return list(seen)
 
 
 WORDS: tuple[str, ...] = tuple(_words())
-CONTENT_WORDS: tuple[str, ...] = tuple(w for w in WORDS if w not in _FUNCTION_WORDS)
+CONTENT_WORDS: tuple[str, ...] = tuple(w for w in WORDS if w not in _FUNCTION_TEXT.split())
 
 # Model shape.
 HIDDEN = 128
@@ -185,7 +185,7 @@ _SCORING = (2, 3)
 _SPECIAL_SELF_LOGIT = 30.0  # specials attend to their own kind in the matching heads
 _SPECIAL_KEY_LOGIT = -10.0  # and every token avoids specials there (net +20 for a special's own kind)
 _SCORING_IDF_SPREAD = 1.8  # scoring-head logit difference between the highest and the lowest IDF word
-_SCORING_SINK_LOGIT = 5.5  # [CLS] -> [CLS]: keeps the softmax denominator nearly query-independent
+_SCORING_SINK_LOGIT = 5.5  # [CLS] -> [CLS] takes most of the mass, so the denominator varies little by query
 _BLOCKED_LOGIT = 30.0  # taken off document tokens and non-[CLS] specials in the scoring head
 _MATCH_WRITE = 2.0  # norm written per unit of matching-head attention mass on the document
 _SCORE_VALUE, _SCORE_OUT = 4.0, 5.0  # their product is the scoring head's gain
@@ -253,6 +253,7 @@ def word_idf() -> dict[str, float]:
 
 
 def synonym_map() -> dict[str, list[str]]:
+    """Each word of a synonym group -> the other words of its group."""
     return {w: [o for o in group if o != w] for group in SYNONYM_GROUPS for w in group}
 
 
@@ -281,6 +282,7 @@ def build_tokenizer() -> PreTrainedTokenizerBase:
 
 
 def planted_config() -> BertConfig:
+    """The shape shared by the planted model and its twin; eager attention so patterns can be returned."""
     return BertConfig(
         vocab_size=len(SPECIAL_TOKENS) + len(WORDS),
         hidden_size=HIDDEN,
@@ -345,10 +347,7 @@ def _idf_feature(idf: dict[str, float]) -> torch.Tensor:
     return _F_LOW + (_F_HIGH - _F_LOW) * (values - low) / (high - low)
 
 
-def _embeddings(
-    bases: dict[str, torch.Tensor], f: torch.Tensor, gen: torch.Generator
-) -> dict[str, torch.Tensor]:
-    n_special = len(SPECIAL_TOKENS)
+def _embeddings(bases: dict[str, torch.Tensor], f: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
     meaning = _meaning_vectors(gen)
     fill_dirs = _unit_rows(torch.randn(len(WORDS), _SUBSPACES["fill"], generator=gen, dtype=torch.float64))
     fill_norm = torch.sqrt(_F_HIGH**2 - f**2)
@@ -387,23 +386,22 @@ class _Attention:
         self.o[:, rows][:, : o.shape[1]] = o
 
 
-def _matching_head(
-    att: _Attention, spec: _MatchingHead, b: dict[str, torch.Tensor], write: torch.Tensor
-) -> None:
+def _matching_head(att: _Attention, spec: _MatchingHead, b: dict[str, torch.Tensor], write: torch.Tensor) -> None:
     """Query token i attends to token j with logit beta * cos(meaning_i, meaning_j) - delta * [j in document].
 
     Its value is the document-segment indicator, so what it writes at i is its attention mass on the
-    document: the soft term frequency of i's word, saturated (self-attention competes, e**delta plays
-    BM25's k1) and length-normalised (every document token takes a little mass).
+    document: the soft term frequency of i's word, saturated (i's attention to itself competes, e**delta
+    plays BM25's k1); an unrelated document word takes almost none. Specials attend to their own kind
+    and every token avoids them, so [CLS], [SEP] and [UNK] carry no match signal and give none.
     """
     scale = HEAD_DIM**0.25
     sem = math.sqrt(spec.beta) * scale / (_LN_SCALE * _SEM_NORM) * b["sem"].T
-    special = math.sqrt(_SPECIAL_SELF_LOGIT) * scale / (_LN_SCALE * _WORD_NORM) * b["special"].T
+    own_kind = math.sqrt(_SPECIAL_SELF_LOGIT) * scale / (_LN_SCALE * _WORD_NORM) * b["special"].T
     seg = math.sqrt(spec.delta) * scale / (_LN_SCALE * _SEG_NORM)
     every_token = scale / (_LN_SCALE * _SEG_NORM) * b["seg"].sum(dim=1)
-    specials = -_SPECIAL_KEY_LOGIT * scale / (_LN_SCALE * _WORD_NORM) * b["special"].sum(dim=1)
-    q = torch.cat([sem, special, seg * b["seg"][:, :1].T, every_token[None, :]])
-    k = torch.cat([sem, special, -seg * b["seg"][:, 1:].T, -specials[None, :]])
+    any_special = _SPECIAL_KEY_LOGIT * scale / (_LN_SCALE * _WORD_NORM) * b["special"].sum(dim=1)
+    q = torch.cat([sem, own_kind, seg * b["seg"][:, :1].T, every_token[None, :]])
+    k = torch.cat([sem, own_kind, -seg * b["seg"][:, 1:].T, any_special[None, :]])
     v = b["seg"][:, 1:].T / (_LN_SCALE * _SEG_NORM)
     att.head(spec.head, q, k, v, _MATCH_WRITE * write[:, None])
 
@@ -429,9 +427,7 @@ def _scoring_head(att: _Attention, b: dict[str, torch.Tensor], f_span: float) ->
     att.head(_SCORING[1], q, k[None, :], v[None, :], _SCORE_OUT * b["score"])
 
 
-def _distractor_head(
-    att: _Attention, h: int, role: str, b: dict[str, torch.Tensor], gen: torch.Generator
-) -> None:
+def _distractor_head(att: _Attention, h: int, role: str, b: dict[str, torch.Tensor], gen: torch.Generator) -> None:
     """A head with a plausible pattern whose output lands in ``junk``, which nothing reads."""
     scale = HEAD_DIM**0.25
     if role == "previous-token":

@@ -49,12 +49,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"ranker to test (Hub id, local directory, alias, irmechtest:...); repeatable; default {DEFAULT_MODEL}",
     )
     group.addoption("--device", dest="irmech_device", default="cpu", help="torch device for the models (cpu)")
-    group.addoption(
-        "--irmech-report", dest="irmech_report", metavar="PATH", help="write the HTML report here"
-    )
-    group.addoption(
-        "--irmech-json", dest="irmech_json", metavar="PATH", help="write the verdicts as JSON here"
-    )
+    group.addoption("--irmech-report", dest="irmech_report", metavar="PATH", help="write the HTML report here")
+    group.addoption("--irmech-json", dest="irmech_json", metavar="PATH", help="write the verdicts as JSON here")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -96,9 +92,7 @@ def irmech_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The settings of the property the test is marked with (defaults from ``irmechtest.config``)."""
     marker = _property_marker(request.node)
     if marker is None:
-        raise pytest.UsageError(
-            f"{request.node.nodeid} uses irmech_settings without an irmech_property marker"
-        )
+        raise pytest.UsageError(f"{request.node.nodeid} uses irmech_settings without an irmech_property marker")
     return property_config(marker.args[0])
 
 

@@ -41,9 +41,7 @@ def svd_idf_probe(W_E: torch.Tensor, idf: np.ndarray, top_k: int = 3) -> SvdIdfP
         raise ValueError(f"IDF vector has {idf.shape[0]} entries for a vocabulary of {weights.shape[0]}")
     known = ~np.isnan(idf)
     if known.sum() < 3:
-        raise ValueError(
-            "fewer than 3 tokens of the vocabulary have an IDF: wrong IDF source for this tokenizer?"
-        )
+        raise ValueError("fewer than 3 tokens of the vocabulary have an IDF: wrong IDF source for this tokenizer?")
     u, s, _ = torch.linalg.svd(weights, full_matrices=False)
     u = u[:, :top_k].numpy()
     correlations = [float(pearsonr(u[known, k], idf[known])[0]) for k in range(u.shape[1])]

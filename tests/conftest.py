@@ -7,7 +7,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-
 @pytest.fixture(scope="session")
 def minilm():
     from irmechtest.loading import load_ranker

@@ -147,7 +147,7 @@ def test_ir_datasets_ids_load_judged_pairs(tmp_path: Path, monkeypatch: pytest.M
 def test_ir_datasets_missing_files_give_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "home"))
     name = register_local_ir_dataset(tmp_path, with_docs=False)
-    with pytest.raises(RuntimeError, match="could not provide the (docs store|documents)"):
+    with pytest.raises(RuntimeError, match=r"could not provide the (docs store|documents)"):
         load_pairs(name)
 
 

@@ -90,7 +90,7 @@ def test_too_many_labels_are_refused(tmp_path, tokenizer):
 
 def test_malformed_sentence_transformers_config_is_a_clear_error(tmp_path):
     (tmp_path / "modules.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(ValueError, match="modules.json"):
+    with pytest.raises(ValueError, match=r"modules\.json"):
         load_ranker(str(tmp_path))
 
 

@@ -10,11 +10,19 @@ from __future__ import annotations
 import copy
 import json
 import random
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BatchEncoding,
+    BertForSequenceClassification,
+)
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from irmechtest.planted import (
     FILLER_WORD,
@@ -27,6 +35,15 @@ from irmechtest.planted import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """The model is tiny: one intra-op thread is as fast alone and far faster on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def planted() -> PlantedModel:
     return build_planted_model(0)
@@ -37,7 +54,9 @@ def twin() -> PlantedModel:
     return build_random_twin(0)
 
 
-def scores(pm: PlantedModel, queries: list[str], documents: list[str], model=None) -> np.ndarray:
+def scores(
+    pm: PlantedModel, queries: list[str], documents: list[str], model: BertForSequenceClassification | None = None
+) -> np.ndarray:
     enc = pm.tokenizer(queries, documents, padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
         return (model or pm.model)(**enc).logits[:, 0].numpy()
@@ -74,13 +93,15 @@ def appended(cases: list[dict[str, str]], key: str) -> list[str]:
     return [f"{c['doc']} {c[key]}" for c in cases]
 
 
-def tfc1_effect(pm: PlantedModel, cases: list[dict[str, str]], model=None) -> float:
+def tfc1_effect(
+    pm: PlantedModel, cases: list[dict[str, str]], model: BertForSequenceClassification | None = None
+) -> float:
     queries = [c["query"] for c in cases]
     both = scores(pm, queries * 2, appended(cases, "term") + appended(cases, "filler"), model)
     return float(np.mean(both[: len(cases)] - both[len(cases) :]))
 
 
-def ablated(pm: PlantedModel, heads: list[tuple[int, int]]):
+def ablated(pm: PlantedModel, heads: list[tuple[int, int]]) -> BertForSequenceClassification:
     """A copy whose given heads write nothing (their slice of the output projection zeroed)."""
     model = copy.deepcopy(pm.model)
     with torch.no_grad():
@@ -107,9 +128,9 @@ def test_builds_are_deterministic_and_leave_the_global_rng_alone() -> None:
         first, second = build(0).model.state_dict(), build(0).model.state_dict()
         assert first.keys() == second.keys()
         assert all(torch.equal(first[k], second[k]) for k in first)
+        name = "bert.embeddings.word_embeddings.weight"
+        assert not torch.equal(first[name], build(1).model.state_dict()[name])
     assert torch.equal(state, torch.random.get_rng_state())
-    other = build_planted_model(1).model.state_dict()
-    assert not torch.equal(first["bert.embeddings.word_embeddings.weight"], other["bert.embeddings.word_embeddings.weight"])
 
 
 def test_a_real_small_bert_cross_encoder(planted: PlantedModel, twin: PlantedModel) -> None:
@@ -123,11 +144,8 @@ def test_a_real_small_bert_cross_encoder(planted: PlantedModel, twin: PlantedMod
     assert [tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id] == [0, 1, 2, 3]
     enc = tok(["Doctor salary?"], ["The physician earns a large salary."])
     tokens = tok.convert_ids_to_tokens(enc["input_ids"][0])
-    assert tokens == ["[CLS]", "doctor", "salary", "?", "[SEP]", "the", "physician", "[UNK]", "a", "large"] + [
-        "salary",
-        ".",
-        "[SEP]",
-    ]
+    query_part = ["[CLS]", "doctor", "salary", "?", "[SEP]"]
+    assert tokens == [*query_part, "the", "physician", "[UNK]", "a", "large", "salary", ".", "[SEP]"]
     assert enc["token_type_ids"][0] == [0] * 5 + [1] * 8
     queries, documents = ["doctor salary", "car"], ["physician wage doctor", "a"]
     batched = scores(planted, queries, documents)
@@ -165,8 +183,8 @@ def test_tfc1_holds_on_planted_and_is_chance_on_the_twin(planted: PlantedModel, 
     with_term = scores(planted, queries, appended(cases, "term"))
     assert np.mean(with_term > scores(planted, queries, appended(cases, "filler"))) >= 0.95
     assert np.mean(with_term > scores(planted, queries, appended(cases, "random"))) >= 0.95
-    # Against a fixed filler a random model prefers whatever its filler embedding happens to favour (2 % to
-    # 78 % across twin seeds 0-3), so chance is measured against a random unrelated word per pair.
+    # Against a fixed filler a random model prefers whatever its filler embedding happens to favour (3 % to
+    # 83 % across twin seeds 0-3), so chance is measured against a random unrelated word per pair.
     rate = np.mean(scores(twin, queries, appended(cases, "term")) > scores(twin, queries, appended(cases, "random")))
     assert 0.35 <= rate <= 0.65
 
@@ -219,7 +237,7 @@ def test_stmc1_a_synonym_helps_less_than_the_exact_term(planted: PlantedModel) -
 
 
 def test_ablating_matching_heads_removes_tfc1_and_other_heads_do_not(planted: PlantedModel) -> None:
-    truth, cases = planted.truth, tfc1_cases(planted, 100, seed=5)
+    truth, cases = planted.truth, tfc1_cases(planted, 60, seed=5)
     full = tfc1_effect(planted, cases)
     assert full > 1.0
     assert tfc1_effect(planted, cases, ablated(planted, truth.matching_heads)) < 0.1 * full
@@ -231,7 +249,8 @@ def test_ablating_matching_heads_removes_tfc1_and_other_heads_do_not(planted: Pl
             assert tfc1_effect(planted, cases, ablated(planted, [head])) == pytest.approx(full, rel=0.02)
 
 
-def attentions(pm: PlantedModel, pairs: list[tuple[str, str]]):
+def attentions(pm: PlantedModel, pairs: list[tuple[str, str]]) -> tuple[BatchEncoding, SequenceClassifierOutput]:
+    """The encoded batch and the forward output with every layer's attention pattern."""
     queries, documents = zip(*pairs, strict=True)
     enc = pm.tokenizer(list(queries), list(documents), padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -241,7 +260,7 @@ def attentions(pm: PlantedModel, pairs: list[tuple[str, str]]):
 
 def test_scoring_head_cls_attention_follows_idf(planted: PlantedModel) -> None:
     pairs = [p for p in sample_pairs(200, seed=6) if len(p[0].split()) >= 2]
-    enc, out = attentions(planted, pairs)
+    _, out = attentions(planted, pairs)
     layer, head = planted.truth.scoring_heads[0]
     weights, idf = [], []
     for i, (query, _) in enumerate(pairs):
@@ -307,9 +326,7 @@ def test_the_linear_circuit_fit_explains_the_score(planted: PlantedModel) -> Non
     matching_score = (mass @ document[:, :, None])[:, 1:4, 0].numpy()
     left, _ = u0(planted)
     minus_u0 = -left[enc["input_ids"][:, 1:4].numpy()]
-    features = np.concatenate(
-        [minus_u0, matching_score, minus_u0 * matching_score, np.ones((len(pairs), 1))], axis=1
-    )
+    features = np.concatenate([minus_u0, matching_score, minus_u0 * matching_score, np.ones((len(pairs), 1))], axis=1)
     target = out.logits[:, 0].numpy()
     train = len(pairs) * 4 // 5
     coef, *_ = np.linalg.lstsq(features[:train], target[:train], rcond=None)
@@ -317,7 +334,7 @@ def test_the_linear_circuit_fit_explains_the_score(planted: PlantedModel) -> Non
 
 
 @pytest.mark.parametrize("random_twin", [False, True])
-def test_save_planted_loads_back_as_an_ordinary_checkpoint(tmp_path, random_twin: bool) -> None:
+def test_save_planted_loads_back_as_an_ordinary_checkpoint(tmp_path: Path, random_twin: bool) -> None:
     out = save_planted(tmp_path / "model", random=random_twin)
     assert (out / "model.safetensors").exists()
     assert json.loads((out / "planted_truth.json").read_text())["idf"]["doctor"] > 0

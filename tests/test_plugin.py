@@ -10,7 +10,11 @@ from irmechtest.plugin import suite_dir
 def test_suite_passes_on_the_embedded_model(pytester):
     report = pytester.path / "report.html"
     result = pytester.runpytest_subprocess(
-        "--model=all-MiniLM-L6-v2", f"--irmech-report={report}", f"--irmech-json={pytester.path / 'v.json'}"
+        "--model=all-MiniLM-L6-v2",
+        "-k",
+        "test_idf_lives_in_u0 or test_tfc1_holds",
+        f"--irmech-report={report}",
+        f"--irmech-json={pytester.path / 'v.json'}",
     )
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*irmechtest verdicts*", "*passed*idf-in-u0*all-MiniLM-L6-v2*"])

@@ -10,18 +10,16 @@ import time
 import pytest
 
 from irmechtest.datasets import load_pairs
-from irmechtest.patching import activation_patching, attribution_patching, head_grid, prepare_pairs
+from irmechtest.pairs import build_pairs
+from irmechtest.patching import activation_patching, attribution_patching, head_grid, pair_texts, prepare_pairs
 
 
 @pytest.fixture(scope="module")
 def runs(minilm):
-    pairs = load_pairs("irmechtest:trec-dl-tfc1-sample", limit=8, seed=0)
-    texts = []
-    for p in pairs:
-        lengths = minilm.tokenize([p.query, p.query], [p.text, p.perturbed_text]).attention_mask.sum(1)
-        if lengths[0] == lengths[1]:
-            texts.append((p.query, p.text, p.perturbed_text))
-    return prepare_pairs(minilm, texts[:2])
+    """Two length-matched TFC1 pairs built from the shipped TREC DL sample (127 and 75 tokens)."""
+    sample = load_pairs("irmechtest:trec-dl-tfc1-sample", limit=8, seed=0)
+    pair_set = build_pairs(minilm.tokenizer, "TFC1", sample, kind="bi-encoder", max_length=minilm.max_length)
+    return prepare_pairs(minilm, pair_texts(pair_set)[:2])
 
 
 def test_bench_naive(benchmark, minilm, runs):
