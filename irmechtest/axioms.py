@@ -307,8 +307,9 @@ def lnc1(query: str, document: str, ctx: AxiomContext) -> Edit:
     direction="not decrease",
     baseline="original",
     description="Length normalisation (Fang et al. 2004): a document concatenated with itself k times must "
-    "not score lower than the document (always appended at the end). Camara & Hauff 2020 found BERT "
-    "rankers almost never satisfy it.",
+    "not score lower than the document (always appended at the end).",
+    threshold_source="convention: better than a coin flip; Camara & Hauff 2020 found BERT rankers almost "
+    "never satisfy LNC2, so BERT-style cross-encoders are expected to fail it",
 )
 def lnc2(query: str, document: str, ctx: AxiomContext) -> Edit:
     if ctx.copies < 2:
@@ -320,15 +321,19 @@ def lnc2(query: str, document: str, ctx: AxiomContext) -> Edit:
     "STMC1",
     direction="increase",
     description="Semantic term matching (Fang & Zhai 2006): adding a word semantically close to a query "
-    "term, but not in the query, length held fixed, must raise the score.",
+    "term, but not in the query (nor a stopword), length held fixed, must raise the score.",
 )
 def stmc1(query: str, document: str, ctx: AxiomContext) -> Edit:
     if ctx.neighbours is None:
         raise ValueError("STMC1 needs neighbours: pass AxiomContext(neighbours=...) (see embedding_neighbours)")
-    in_query = {w for w in words(query)}
+    in_query = set(words(query))
     options = []
     for term in query_terms(query):
-        close = [w for w in ctx.neighbours.get(term.lower(), ()) if not in_query.intersection(words(w))]
+        close = [
+            w
+            for w in ctx.neighbours.get(term.lower(), ())
+            if words(w) and not in_query.intersection(words(w)) and w.lower() not in STOPWORDS
+        ]
         if close:
             options.append(close[0])
     if not options:
@@ -342,9 +347,44 @@ def stmc1(query: str, document: str, ctx: AxiomContext) -> Edit:
     baseline="original",
     description="Neutral control: appending filler tokens (the same filler that pads baselines) should "
     "leave the score inside the tie band; if it does not, length-matched baselines are biased.",
+    threshold_source="convention: the filler moves at most half of the scores beyond the tie band",
 )
 def control(query: str, document: str, ctx: AxiomContext) -> Edit:
     return Edit((FILLER,) * ctx.filler_words, position=ctx.position)
 
 
 BUILTIN_AXIOMS = tuple(registered_axioms())
+
+
+def default_tie_band(direction: Direction | str) -> float | str:
+    """The tie band an axiom is judged with by default: always the lenient reading of its claim.
+
+    "Must rise" (or fall) counts any move in the right direction (band 0, as Camara & Hauff count);
+    "must not fall", "must not rise" and "must not move" forgive changes smaller than the model's own
+    calibrated gap between adjacent top-ranked documents, which could not reorder a ranking; with a band
+    of 0 they would be decided by numerical noise.
+    """
+    return 0.0 if Direction(direction) in (Direction.INCREASE, Direction.DECREASE) else "calibrate"
+
+
+def behaviour_defaults(n_pairs: int = 100, seed: int = 0) -> dict[str, dict[str, object]]:
+    """Suite settings for each built-in axiom but TFC1 (which has its own property), keyed by property
+    name (``axiom-<name>``), in the shape of ``irmechtest.config.DEFAULTS``."""
+    from irmechtest.datasets import DEFAULT_IDF, DEFAULT_SOURCE
+
+    out: dict[str, dict[str, object]] = {}
+    for name in BUILTIN_AXIOMS:
+        if name == "TFC1":
+            continue
+        ax = _REGISTRY[name]
+        out[f"axiom-{name.lower()}"] = {
+            "threshold": ax.threshold,
+            "threshold_source": ax.threshold_source,
+            "tie_band": default_tie_band(ax.direction),
+            "pairs": DEFAULT_SOURCE,
+            "n_pairs": n_pairs,
+            "seed": seed,
+            "idf_source": DEFAULT_IDF,
+            "search_examples": 20,
+        }
+    return out

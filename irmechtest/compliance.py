@@ -16,7 +16,7 @@ import numpy as np
 
 from irmechtest.axioms import Axiom, AxiomContext, get_axiom, query_terms
 from irmechtest.datasets import DEFAULT_SOURCE, QueryDocPair, load_pairs, words
-from irmechtest.pairs import FILLER_CANDIDATES, AxiomCase, Kind, MinimalPair, Overflow, PairSet, build_pairs
+from irmechtest.pairs import AxiomCase, Kind, MinimalPair, Overflow, PairSet, build_pairs
 from irmechtest.stats import Compliance, calibrate_tie_band, compliance
 from irmechtest.verdicts import Evidence, Verdict
 
@@ -53,13 +53,16 @@ class LexicalScorer:
     ``mirrored()``, as the negative one.
 
     Query terms are the axioms' content terms; a listed synonym of a term counts as ``soft_weight`` of an
-    occurrence (so STMC1 holds); words in ``ignore`` (the filler words, by default) do not count toward
-    the length, as a model that treats filler as padding would (so the neutral control holds).
+    occurrence (so STMC1 holds). Every word counts toward the length, filler included, so length-matched
+    pairs really have equal lengths and the term-frequency axioms hold strictly; such a scorer fails the
+    neutral control (filler lengthens the document). Words in ``ignore`` do not count toward the length,
+    as in a model that treats filler as padding: ``ignore=frozenset(FILLER_CANDIDATES)`` passes the control
+    but can break TFC1, since the padded baseline is then shorter than the perturbed document.
     """
 
     idf: Callable[[str], float | None]
     synonyms: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    ignore: frozenset[str] = frozenset(FILLER_CANDIDATES)
+    ignore: frozenset[str] = frozenset()
     k1: float = 1.2
     b: float = 0.75
     average_length: float = 60.0
@@ -91,8 +94,9 @@ def reference_text(axiom: Axiom, case: AxiomCase, step: MinimalPair) -> str:
 
 
 def score_texts(scorer: Scorer, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:
-    """Scores of distinct (query, document) pairs; each is scored once however often it recurs."""
-    unique = list(dict.fromkeys(pairs))
+    """Scores of distinct (query, document) pairs; each is scored once however often it recurs. They go
+    to the scorer sorted by length, so its batches hold texts of similar length and little padding."""
+    unique = sorted(dict.fromkeys(pairs), key=lambda pair: len(pair[0]) + len(pair[1]))
     if not unique:
         return {}
     scores = np.asarray(scorer.score([q for q, _ in unique], [d for _, d in unique]), dtype=np.float64)

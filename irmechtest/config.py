@@ -39,3 +39,14 @@ def property_config(name: str, overrides: dict[str, Any] | None = None) -> dict[
             raise ValueError(f"property {name!r} has no setting {key!r}; settings: {sorted(settings)}")
         settings[key] = value
     return settings
+
+
+def _with_behaviour_defaults() -> None:
+    """The axiom catalogue's per-axiom defaults (thresholds with their literature sources)."""
+    from irmechtest.axioms import behaviour_defaults
+
+    for name, settings in behaviour_defaults().items():
+        DEFAULTS.setdefault(name, settings)
+
+
+_with_behaviour_defaults()

@@ -377,6 +377,13 @@ def idf_vector(tokenizer: Any, source: str | Path | Mapping[str, float] = DEFAUL
     return out
 
 
+def vocabulary_coverage(table: Mapping[str, float], tokenizer: Any) -> float:
+    """Share of the tokenizer's vocabulary that an IDF table covers: near 1 for the vocabulary it was
+    built on, near 0 for another (the shipped table is bert-base-uncased WordPiece)."""
+    vocab = tokenizer.get_vocab()
+    return sum(1 for token in vocab if token in table) / max(len(vocab), 1)
+
+
 def word_idf(table: Mapping[str, float], tokenizer: Any | None = None) -> Callable[[str], float | None]:
     """IDF of a word. With a tokenizer the table is token level and a word split into several pieces
     takes its rarest piece's IDF (the piece that makes it discriminative); without one it is word level.

@@ -57,7 +57,7 @@ class MinimalPair:
     baseline_words: tuple[str, ...]  # the words in the slot of each side, filler included
     perturbed_words: tuple[str, ...]
     filler: str
-    filler_id: int
+    filler_ids: tuple[int, ...]  # the filler's token id(s): BPE spells it differently at a text's start
     kind: Kind
 
     @property
@@ -125,7 +125,7 @@ class _Draft:
     chunks: list[str]
     edits: tuple[Edit, ...]
     filler: str = ""
-    filler_id: int = -1
+    filler_ids: tuple[int, ...] = ()
 
 
 class PairBuilder:
@@ -164,28 +164,47 @@ class PairBuilder:
         self.fillers = self._usable_fillers()
 
     # ---------------------------------------------------------------------------------------- fillers
-    def _usable_fillers(self) -> list[tuple[str, int]]:
-        """Candidates that stay one token, identical each time, when repeated after a word."""
+    def _usable_fillers(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Candidates that are one token wherever they stand, with their ids: at the start of a text and
+        after a space (one id in WordPiece, two in byte-level BPE, e.g. ``a`` and ``Ġa``)."""
         tok = self.tokenizer
-        alone = len(tok("x", add_special_tokens=False)["input_ids"])
-        encoded = tok([f"x {w} {w}" for w in FILLER_CANDIDATES], add_special_tokens=False)["input_ids"]
+        encoded = tok([f"{w} {w} {w}" for w in FILLER_CANDIDATES], add_special_tokens=False)["input_ids"]
         usable = []
         for word, ids in zip(FILLER_CANDIDATES, encoded, strict=True):
-            if len(ids) == alone + 2 and ids[-1] == ids[-2] and ids[-1] != tok.unk_token_id:
-                usable.append((word, ids[-1]))
+            if len(ids) == 3 and ids[1] == ids[2] and tok.unk_token_id not in ids:
+                usable.append((word, tuple(dict.fromkeys(ids))))
         if not usable:
             raise ValueError(f"none of the filler candidates {FILLER_CANDIDATES} is a single token here")
         return usable
 
-    def _filler_for(self, query: str, edits: Sequence[Edit]) -> tuple[str, int]:
-        avoid = set(words(query))
-        for edit in edits:
-            for word in (*edit.inserted, *edit.baseline):
-                avoid.update(words(word))
-        for word, token_id in self.fillers:
-            if word not in avoid:
-                return word, token_id
-        raise PairRejected("no filler", "every usable filler word occurs in the query or the edit")
+    def _with_fillers(self, drafts: list[_Draft]) -> list[_Draft | PairRejected]:
+        """Give each draft its filler: a usable filler word that is neither a word of the query or the edit
+        nor one of the edit's tokens (so the filler never matches the query and every inserted token
+        differs from the padding it faces). One batched tokenizer call for all drafts."""
+        edit_words = [
+            list(dict.fromkeys(w for e in d.edits for w in (*e.inserted, *e.baseline) if w != FILLER)) for d in drafts
+        ]
+        # Each word after a space and at a line start: byte-level BPE spells the two differently.
+        texts = [" " + " ".join(ws) for ws in edit_words] + ["\n".join(ws) for ws in edit_words]
+        encoded = self._backend.encode_batch(texts, add_special_tokens=False)
+        out: list[_Draft | PairRejected] = []
+        for n, d in enumerate(drafts):
+            avoid_words = set(words(d.query)) | set(words(" ".join(edit_words[n])))
+            avoid_ids = set(encoded[n].ids) | set(encoded[len(drafts) + n].ids)
+            usable = [(w, ids) for w, ids in self.fillers if w not in avoid_words and avoid_ids.isdisjoint(ids)]
+            if not usable:
+                out.append(PairRejected("no filler", "every usable filler occurs in the query or the edit"))
+                continue
+            word, ids = usable[0]
+            edits = tuple(_substitute(e, word) for e in d.edits)
+            out.append(replace(d, edits=edits, filler=word, filler_ids=ids))
+        return out
+
+    def _finish(self, drafts: list[_Draft]) -> list[list[MinimalPair] | Exception]:
+        """Drafts to verified minimal pairs (one list per draft), or the reason one cannot be built."""
+        ready = self._with_fillers(drafts)
+        built = iter(self._tokenize_drafts([d for d in ready if isinstance(d, _Draft)]))
+        return [next(built) if isinstance(d, _Draft) else d for d in ready]
 
     # ---------------------------------------------------------------------------------------- public
     def build(
@@ -249,7 +268,7 @@ class PairBuilder:
                 drafts.append(self._draft(ax, i, pair.query, pair.text.split(), context_for(pair)))
             except (NotApplicable, PairRejected) as outcome:
                 results[i] = outcome
-        for draft, outcome in zip(drafts, self._tokenize_drafts(drafts), strict=True):
+        for draft, outcome in zip(drafts, self._finish(drafts), strict=True):
             results[draft.index] = outcome
         for i, outcome in enumerate(results):
             overflowed = isinstance(outcome, PairRejected) and outcome.reason == "exceeds max_length"
@@ -260,9 +279,15 @@ class PairBuilder:
                 pair = pairs[i]
                 dropped = len(pair.text.split()) - len(outcome[0].document.split())
                 results[i] = AxiomCase(
-                    ax.name, pair.query, outcome[0].document, tuple(outcome), pair.qid, pair.docno,
-                    pair.relevance, dropped,
-                )  # fmt: skip
+                    ax.name,
+                    pair.query,
+                    outcome[0].document,
+                    tuple(outcome),
+                    pair.qid,
+                    pair.docno,
+                    pair.relevance,
+                    dropped,
+                )
         return results
 
     def _draft(self, ax: Axiom, index: int, query: str, chunks: list[str], ctx: AxiomContext) -> _Draft:
@@ -274,9 +299,7 @@ class PairBuilder:
         for edit in edits:
             if isinstance(edit.position, int) and edit.position > len(chunks):
                 raise PairRejected("offset beyond document", f"word {edit.position} of {len(chunks)}")
-        filler, filler_id = self._filler_for(query, edits)
-        edits = tuple(_substitute(e, filler) for e in edits)
-        return _Draft(index, query, chunks, edits, filler, filler_id)
+        return _Draft(index, query, chunks, edits)
 
     def _shorten(self, ax: Axiom, index: int, pair: QueryDocPair, context_for) -> list[MinimalPair] | Exception:
         """The pair built from the longest prefix of the document (in words) that fits, by bisection."""
@@ -289,7 +312,7 @@ class PairBuilder:
             keep = (low + high) // 2
             try:
                 draft = self._draft(ax, index, pair.query, chunks[:keep], context_for(pair))
-                outcome = self._tokenize_drafts([draft])[0]
+                outcome = self._finish([draft])[0]
             except (NotApplicable, PairRejected) as error:
                 outcome = error
             reason = outcome.reason if isinstance(outcome, PairRejected) else None
@@ -361,9 +384,8 @@ class PairBuilder:
             raise PairRejected("edit vanishes in tokenization")
         same_frame = len(b_ids) == len(p_ids) and b_slot == p_slot
         start, end = p_slot[0], p_slot[-1] + 1
-        if not same_frame or p_slot != list(range(start, end)) or b_ids[:start] != p_ids[:start]:
-            raise PairRejected("tokenization depends on context", "the edit changes tokens around it")
-        if b_ids[end:] != p_ids[end:]:
+        contiguous = p_slot == list(range(start, end))
+        if not (same_frame and contiguous and b_ids[:start] == p_ids[:start] and b_ids[end:] == p_ids[end:]):
             raise PairRejected("tokenization depends on context", "the edit changes tokens around it")
         if self.max_length is not None and len(p_ids) > self.max_length:
             raise PairRejected("exceeds max_length", f"{len(p_ids)} > {self.max_length} tokens")
@@ -383,7 +405,7 @@ class PairBuilder:
             baseline_words=base_in.words,
             perturbed_words=pert_in.words,
             filler=d.filler,
-            filler_id=d.filler_id,
+            filler_ids=d.filler_ids,
             kind=self.kind,
         )
 
@@ -422,16 +444,21 @@ def _substitute(edit: Edit, filler: str) -> Edit:
     return Edit(fill(edit.inserted), fill(edit.baseline), edit.position, fill(edit.slot))
 
 
+def _word_index(chunks: Sequence[str], position: Any) -> int:
+    """The index of the word an edit goes before (``len(chunks)`` for the end)."""
+    return len(chunks) if position == "end" else 0 if position == "start" else position
+
+
 def _window(chunks: Sequence[str], position: Any, side: Sequence[str]) -> tuple[str, tuple[int, int]]:
     """``side`` rendered between its two neighbouring words only: enough context to count its tokens
     (pre-tokenizers split on whitespace) at a fraction of the cost; ``_verify`` checks the result."""
-    at = len(chunks) if position == "end" else 0 if position == "start" else position
+    at = _word_index(chunks, position)
     return _render(chunks[max(0, at - 1) : at + 1], min(at, 1), side)
 
 
 def _render(chunks: Sequence[str], position: Any, side: Sequence[str]) -> tuple[str, tuple[int, int]]:
     """The document with ``side`` inserted at ``position``, and the character span of the insertion."""
-    at = len(chunks) if position == "end" else 0 if position == "start" else position
+    at = _word_index(chunks, position)
     before, middle, after = " ".join(chunks[:at]), " ".join(side), " ".join(chunks[at:])
     start = len(before) + (1 if before and middle else 0)
     text = " ".join(part for part in (before, middle, after) if part)

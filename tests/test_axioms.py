@@ -145,6 +145,8 @@ def test_stmc1_inserts_a_neighbour_outside_the_query() -> None:
     assert edit.inserted in (("kitten",), ("puppy",))
     with pytest.raises(NotApplicable, match="neighbour"):
         get_axiom("STMC1").edits("cat dog", DOC, ctx(neighbours={"cat": ["dog"]}))
+    (edit,) = get_axiom("STMC1").edits("cat", DOC, ctx(neighbours={"cat": ["the", "kitten"]}))
+    assert edit.inserted == ("kitten",)  # a stopword is no semantic match
     with pytest.raises(ValueError, match="neighbours"):
         get_axiom("STMC1").edits("cat", DOC, AxiomContext())
 

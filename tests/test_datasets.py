@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from irmechtest.axioms import query_terms
 from irmechtest.datasets import (
     DEFAULT_SOURCE,
     DataFormatError,
@@ -28,7 +29,9 @@ from irmechtest.datasets import (
     shared_data_dir,
     split_sentences,
     word_idf,
+    words,
 )
+from irmechtest.pairs import build_pairs
 
 HEADER = "qid\tdocno\tquery\ttext\tperturbed_text\trelevance\n"
 
@@ -242,6 +245,17 @@ def test_vaswani_collection() -> None:
     assert len(pairs) == 50 and all(p.relevance == 1 for p in pairs)
     idf = corpus_idf(collection.documents.values())
     assert idf["of"] < idf["computer"] < idf["dielectric"]
+
+
+def test_vaswani_sentences_as_unrelated_text(tokenizer) -> None:
+    """LNC1 can append Vaswani's physics abstracts to TREC DL passages: text unrelated to web queries."""
+    collection = vaswani_or_skip()
+    sentences = [s for doc in list(collection.documents.values())[:300] for s in split_sentences(doc)]
+    result = build_pairs(tokenizer, "LNC1", load_pairs(limit=30, seed=2), unrelated=sentences)
+    assert len(result.cases) >= 25
+    for case in result.cases:
+        appended = " ".join(case.steps[0].perturbed_words)
+        assert appended in sentences and not set(words(appended)) & {t.lower() for t in query_terms(case.query)}
 
 
 def test_vaswani_absent_or_malformed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -67,7 +67,12 @@ def assert_minimal_pair(tokenizer, step: MinimalPair) -> None:
     assert all(start <= i < end for i in step.positions)
     assert compact(tokenizer.decode(p[start:end])) == compact(" ".join(step.perturbed_words))
     assert compact(tokenizer.decode(b[start:end])) == compact(" ".join(step.baseline_words))
-    assert tokenizer.convert_ids_to_tokens(step.filler_id).strip("Ġ▁") == step.filler
+    if set(step.baseline_words) <= {step.filler}:  # a pure insertion: the positions are the inserted tokens
+        inserted = [w for w in step.perturbed_words if w != step.filler]
+        assert compact(tokenizer.decode([p[i] for i in step.positions])) == compact(" ".join(inserted))
+    assert {t.strip("Ġ▁") for t in tokenizer.convert_ids_to_tokens(list(step.filler_ids))} == {step.filler}
+    for ids, slot_words in ((p, step.perturbed_words), (b, step.baseline_words)):  # filler only where it pads
+        assert sum(i in step.filler_ids for i in ids[start:end]) == slot_words.count(step.filler)
     # Text level: the two documents share every word outside one contiguous stretch.
     bw, pw = step.baseline_text.split(), step.perturbed_text.split()
     head = next((i for i, (x, y) in enumerate(zip(bw, pw, strict=False)) if x != y), min(len(bw), len(pw)))
@@ -94,6 +99,7 @@ def test_every_axiom_builds_verified_minimal_pairs(name: str, kind: str, any_tok
         case = build_example(builder, name, example)
         assume(case is not None)
         built.append(case)
+        assert build_example(builder, name, example) == case, "the same example builds the same pairs"
         assert len(case.steps) == (example.context.occurrences if name == "TFC2" else 1)
         for step in case.steps:
             assert_minimal_pair(any_tokenizer, step)

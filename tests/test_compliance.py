@@ -1,0 +1,171 @@
+"""Compliance against scorers with known directions: a BM25 passes every axiom, its mirror image fails."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from irmechtest.axioms import BUILTIN_AXIOMS, AxiomContext, get_axiom, query_terms
+from irmechtest.compliance import (
+    CachedScorer,
+    LexicalScorer,
+    calibrate,
+    case_deltas,
+    measure,
+    measure_axiom,
+    to_verdict,
+)
+from irmechtest.datasets import QueryDocPair, load_idf, load_pairs, word_idf
+from irmechtest.pairs import FILLER_CANDIDATES, build_pairs
+from irmechtest.stats import calibrate_tie_band
+from irmechtest.strategies import default_vocabulary
+from irmechtest.verdicts import Outcome
+
+N_PAIRS = 120
+
+
+@pytest.fixture(scope="module")
+def judged() -> list[QueryDocPair]:
+    return load_pairs(limit=N_PAIRS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def setting(tokenizer, judged):
+    """IDF and a made-up neighbour for every query term, shared by the axioms and the BM25 scorer, so the
+    scorer's direction on every axiom is known by construction."""
+    idf = word_idf(load_idf(), tokenizer)
+    vocabulary = [w for w in default_vocabulary() if len(w) > 3 and idf(w) is not None]
+    terms = sorted({t.lower() for p in judged for t in query_terms(p.query)})
+    neighbours = {t: [vocabulary[i % len(vocabulary)]] for i, t in enumerate(terms)}
+    return idf, neighbours
+
+
+def run(scorer, name: str, tokenizer, judged, setting):
+    idf, neighbours = setting
+    context = AxiomContext(idf=idf, neighbours=neighbours)
+    result, _ = measure_axiom(
+        scorer, name, judged, tie_band=1e-9, tokenizer=tokenizer, kind="cross-encoder", context=context
+    )
+    return result
+
+
+DIRECTIONAL = [name for name in BUILTIN_AXIOMS if name != "control"]
+
+
+@pytest.mark.parametrize("name", DIRECTIONAL)
+def test_bm25_passes_and_its_mirror_fails(name: str, tokenizer, judged, setting) -> None:
+    idf, neighbours = setting
+    bm25 = LexicalScorer(idf, synonyms=neighbours)
+    good = run(bm25, name, tokenizer, judged, setting)
+    bad = run(bm25.mirrored(), name, tokenizer, judged, setting)
+    threshold = get_axiom(name).threshold
+    assert good.n >= 20, good.summary()
+    assert good.rate >= threshold and good.ci_low > 0.5, good.summary()
+    assert bad.rate < threshold and bad.ci_high < 0.5, bad.summary()
+    assert to_verdict(good, "bm25", threshold).outcome is Outcome.PASSED
+    verdict = to_verdict(bad, "mirror", threshold)
+    assert verdict.outcome is Outcome.FAILED
+    assert any(e.kind == "examples" for e in verdict.evidence)
+    assert good.md5 == bad.md5  # the same pairs, scored by two models
+
+
+def test_control_fails_for_a_scorer_that_counts_filler(tokenizer, judged, setting) -> None:
+    """Negating scores cannot break neutrality, so the control's negative case is a length-sensitive
+    scorer (filler words make its documents longer) and its positive case one that treats filler as
+    padding."""
+    idf, _ = setting
+    ignores_filler = run(LexicalScorer(idf, ignore=frozenset(FILLER_CANDIDATES)), "control", tokenizer, judged, setting)
+    counts_filler = run(LexicalScorer(idf), "control", tokenizer, judged, setting)
+    threshold = get_axiom("control").threshold
+    assert ignores_filler.rate == 1.0 and ignores_filler.mean_effect == 0.0
+    assert counts_filler.rate < threshold and counts_filler.neg > 0, counts_filler.summary()
+
+
+def test_tfc2_worst_example_carries_the_gains(tokenizer, judged, setting) -> None:
+    idf, _ = setting
+    result = run(LexicalScorer(idf).mirrored(), "TFC2", tokenizer, judged, setting)
+    worst = result.worst
+    assert len(worst["gains"]) == 2 and worst["gains"][1] > worst["gains"][0]
+    # the perturbed document ends in two more occurrences of a query term, the baseline in filler instead
+    *document, term, again = worst["perturbed"].split()
+    assert term == again and term in worst["query"].split()
+    assert worst["baseline"].startswith(" ".join(document)) and term not in worst["baseline"].split()[len(document) :]
+
+
+def test_not_applicable_and_rejected_are_counted_apart(tokenizer, setting) -> None:
+    idf, _ = setting
+    pairs = [
+        QueryDocPair("1", "a", "barn owl", "the owl sat in the barn"),
+        QueryDocPair("2", "b", "what is the", "no content term in that query"),
+        QueryDocPair("3", "c", "", "empty query"),
+    ]
+    result, pair_set = measure_axiom(
+        LexicalScorer(idf), "TFC1", pairs, tie_band=0.0, tokenizer=tokenizer, kind="bi-encoder"
+    )
+    assert (result.n, result.not_applicable, result.rejected) == (1, 1, {"empty query": 1})
+    assert result.rate == 1.0 and pair_set.not_applicable == {"no content term in the query": 1}
+
+
+def test_nothing_applicable_is_not_a_pass(tokenizer, setting) -> None:
+    idf, _ = setting
+    pairs = [QueryDocPair("2", "b", "what is the", "no content term")]
+    result, _ = measure_axiom(LexicalScorer(idf), "TFC1", pairs, tie_band=0.0, tokenizer=tokenizer, kind="bi-encoder")
+    assert result.rate is None
+    assert to_verdict(result, "bm25", 0.5).outcome is Outcome.NOT_APPLICABLE
+
+
+def test_ranker_attributes_are_used(tokenizer, judged, setting) -> None:
+    idf, _ = setting
+    bm25 = LexicalScorer(idf)
+    ranker = SimpleNamespace(score=bm25.score, tokenizer=tokenizer, kind="bi-encoder", max_length=64)
+    result, pair_set = measure_axiom(ranker, "TFC1", judged[:20], tie_band=0.0)
+    assert pair_set.cases[0].steps[0].kind == "bi-encoder"
+    assert all(len(c.steps[0].perturbed_ids) <= 64 for c in pair_set.cases)
+    assert pair_set.shortened > 0 and result.n == len(pair_set.cases)
+    with pytest.raises(TypeError, match="tokenizer"):
+        measure_axiom(bm25, "TFC1", judged[:5], tie_band=0.0)
+    with pytest.raises(ValueError, match="tie_band"):
+        measure_axiom(ranker, "TFC1", judged[:5], tie_band="wide")
+
+
+def test_calibrated_tie_band(tokenizer, judged, setting) -> None:
+    idf, _ = setting
+    bm25 = LexicalScorer(idf)
+    scores = bm25.score([p.query for p in judged], [p.text for p in judged])
+    rankings: dict[str, list[float]] = {}
+    for p, s in zip(judged, scores, strict=True):
+        rankings.setdefault(p.qid, []).append(s)
+    band = calibrate(bm25, judged)
+    assert band == pytest.approx(calibrate_tie_band(rankings)) and band > 0
+    ranker = SimpleNamespace(score=bm25.score, tokenizer=tokenizer, kind="bi-encoder", max_length=256)
+    result, _ = measure_axiom(ranker, "control", judged, tie_band="calibrate")
+    assert result.tie_band == pytest.approx(band)
+
+
+def test_scores_are_checked(tokenizer, judged) -> None:
+    pair_set = build_pairs(tokenizer, "TFC1", judged[:4])
+    nan = SimpleNamespace(score=lambda q, d: np.full(len(q), np.nan))
+    with pytest.raises(ValueError, match="non-finite"):
+        case_deltas(nan, pair_set)
+    short = SimpleNamespace(score=lambda q, d: np.zeros(1))
+    with pytest.raises(ValueError, match="shape"):
+        measure(short, pair_set, tie_band=0.0)
+
+
+def test_cached_scorer_scores_each_text_once(tokenizer, judged, setting) -> None:
+    idf, _ = setting
+    calls: list[int] = []
+    bm25 = LexicalScorer(idf)
+
+    def counting(queries, documents):
+        calls.append(len(queries))
+        return bm25.score(queries, documents)
+
+    cached = CachedScorer(SimpleNamespace(score=counting, tokenizer=tokenizer, kind="bi-encoder", max_length=256))
+    first, _ = measure_axiom(cached, "LNC1", judged, tie_band="calibrate")
+    second, _ = measure_axiom(cached, "LNC1", judged, tie_band="calibrate")
+    assert first == second
+    assert sum(calls) == len(cached.cache) and len(calls) == 2  # calibration, then the new texts only
+    assert cached.kind == "bi-encoder"
