@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from irmechtest.axioms import behaviour_defaults
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "idf-in-u0": {
         # Seed 002 measures r = -0.71 on ms-marco-MiniLM-L-12-v2; we measure -0.76 on all-MiniLM-L6-v2
@@ -41,12 +43,6 @@ def property_config(name: str, overrides: dict[str, Any] | None = None) -> dict[
     return settings
 
 
-def _with_behaviour_defaults() -> None:
-    """The axiom catalogue's per-axiom defaults (thresholds with their literature sources)."""
-    from irmechtest.axioms import behaviour_defaults
-
-    for name, settings in behaviour_defaults().items():
-        DEFAULTS.setdefault(name, settings)
-
-
-_with_behaviour_defaults()
+# The axiom catalogue's per-axiom properties, each with its threshold's literature source.
+for _name, _settings in behaviour_defaults().items():
+    DEFAULTS.setdefault(_name, _settings)

@@ -20,6 +20,7 @@ from transformers import (
     XLMRobertaConfig,
 )
 
+from irmechtest.encoder import SUPPORTED_FAMILIES
 from irmechtest.models import HookedRanker, Pooling
 
 _TINY = dict(vocab_size=30522, max_position_embeddings=130, pad_token_id=0)
@@ -40,7 +41,7 @@ def tiny_config(family: str, num_labels: int = 1) -> PretrainedConfig:
         return RobertaConfig(**common, **layers, type_vocab_size=1)
     if family == "xlm-roberta":
         return XLMRobertaConfig(**common, **layers, type_vocab_size=1)
-    raise ValueError(f"no tiny config for {family!r}; families: bert, electra, distilbert, roberta, xlm-roberta")
+    raise ValueError(f"no tiny config for {family!r}; families: {', '.join(SUPPORTED_FAMILIES)}")
 
 
 def random_hf_model(config: PretrainedConfig, seed: int = 0, *, cross_encoder: bool = True) -> torch.nn.Module:
@@ -113,9 +114,7 @@ def builtin_ranker(name: str) -> HookedRanker:
     if name == "random-minilm":
         return random_minilm()
     family = name.removeprefix("random-")
-    if name.startswith("random-") and family in {"bert", "electra", "distilbert", "roberta", "xlm-roberta"}:
+    if name.startswith("random-") and family in SUPPORTED_FAMILIES:
         return random_cross_encoder(family)
-    raise ValueError(
-        f"unknown built-in model 'irmechtest:{name}'; built-ins: planted-bm25, planted-bm25-random, "
-        "random-minilm, random-bert, random-electra, random-distilbert, random-roberta, random-xlm-roberta"
-    )
+    builtins = ["planted-bm25", "planted-bm25-random", "random-minilm", *(f"random-{f}" for f in SUPPORTED_FAMILIES)]
+    raise ValueError(f"unknown built-in model 'irmechtest:{name}'; built-ins: {', '.join(builtins)}")

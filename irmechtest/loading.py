@@ -170,10 +170,11 @@ def load_from_directory(directory: Path, *, name: str | None = None) -> HookedRa
     pooling, max_len = None, None
     if (directory / "modules.json").exists():
         kind, model_dir, pooling, max_len = _sentence_transformers_layout(directory)
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
     else:
         model_dir = directory
-        kind = _checkpoint_kind(AutoConfig.from_pretrained(model_dir, trust_remote_code=False))
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+        kind = _checkpoint_kind(config)
     if config.model_type not in SUPPORTED_FAMILIES:
         raise UnsupportedArchitectureError(config.model_type)
     use_safetensors = any(model_dir.glob("*.safetensors"))

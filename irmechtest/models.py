@@ -215,10 +215,9 @@ class HookedRanker(HookedRootModule):
         input_ids = encoded["input_ids"].to(self.device)
         token_type_ids = None
         if self.token_type_embed is not None:
-            given = encoded.get("token_type_ids")
+            # RoBERTa-style models have one token type: segment ids from a BERT-style tokenizer do not apply.
+            given = encoded.get("token_type_ids") if self.cfg.n_token_types > 1 else None
             token_type_ids = torch.zeros_like(input_ids) if given is None else given.to(self.device)
-            if self.cfg.n_token_types == 1:
-                token_type_ids = torch.zeros_like(input_ids)
         return Batch(
             input_ids=input_ids,
             attention_mask=encoded["attention_mask"].to(self.device),

@@ -142,7 +142,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     marker = _property_marker(item)
     if marker is not None and report.failed and ITEM_VERDICT_KEY not in item.stash:
         model = item.funcargs.get("ranker") if hasattr(item, "funcargs") else None
-        name = model.name if model is not None else str(getattr(item, "callspec", None) and item.callspec.id)
+        name = model.name if model is not None else getattr(getattr(item, "callspec", None), "id", item.name)
         message = str(call.excinfo.value) if call.excinfo is not None else report.longreprtext
         verdict = Verdict(marker.args[0], name, None, None, reason=message[:2000], outcome=Outcome.ERROR)
         item.config.stash[VERDICTS_KEY].append(verdict)
