@@ -41,3 +41,55 @@ def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
             ],
         )
     )
+
+
+@pytest.mark.irmech_property("idf-in-u0-causal")
+def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
+    """Seed 002 sec. 4.4: raising one query token's IDF coordinate raises a document repeating it, monotonically,
+    and more than a document repeating another query token."""
+    from irmechtest.circuits import probe_text
+    from irmechtest.probes import u0_edit_probe
+    from irmechtest.verdicts import Outcome
+
+    settings = irmech_settings
+    text = probe_text(ranker, settings["n_queries"], settings["seed"], settings["idf_source"])
+    probe = u0_edit_probe(
+        ranker, [p.query for p in text.pairs], text.idf, scales=settings["scales"], repeats=settings["repeats"]
+    )
+    passed = probe.mean_rho >= settings["threshold"] and probe.specific
+    irmech_verdict(
+        Verdict(
+            "idf-in-u0-causal",
+            ranker.name,
+            value=probe.mean_rho,
+            threshold=settings["threshold"],
+            summary=(
+                f"mean Spearman rho of the edited token's document with the IDF scale {probe.mean_rho:+.3f} over "
+                f"{len(probe.queries)} queries (other token's document {probe.mean_rho_other:+.3f}); score change "
+                f"over the scales {probe.change:+.4g} vs {probe.change_other:+.4g}: must be larger"
+            ),
+            details={
+                "rho": probe.mean_rho,
+                "rho_other": probe.mean_rho_other,
+                "change": probe.change,
+                "change_other": probe.change_other,
+                "specific": probe.specific,
+                "seed": settings["seed"],
+                "n_pairs": len(probe.queries),
+            },
+            evidence=[
+                Evidence(
+                    "table",
+                    "mean score by IDF scale",
+                    {
+                        "columns": ["scale", "edited token's document", "other token's document"],
+                        "rows": [
+                            [s, float(e), float(o)]
+                            for s, e, o in zip(probe.scales, probe.edited.mean(0), probe.other.mean(0), strict=True)
+                        ],
+                    },
+                )
+            ],
+            outcome=Outcome.PASSED if passed else Outcome.FAILED,
+        )
+    )

@@ -388,3 +388,13 @@ def behaviour_defaults(n_pairs: int = 100, seed: int = 0) -> dict[str, dict[str,
             "search_examples": 20,
         }
     return out
+
+
+def behaviour_full_profile(n_pairs: int = 400, search_examples: int = 200) -> dict[str, dict[str, object]]:
+    """The ``full`` profile's overrides of :func:`behaviour_defaults`: every pair of the shipped TREC DL
+    sample (400) instead of a quick subsample, and a longer Hypothesis search for counterexamples."""
+    return {
+        f"axiom-{name.lower()}": {"n_pairs": n_pairs, "search_examples": search_examples}
+        for name in BUILTIN_AXIOMS
+        if name != "TFC1"
+    }

@@ -1,15 +1,25 @@
-"""Default thresholds, sample sizes and seeds of the built-in properties, with their sources.
+"""Settings of the built-in properties: literature defaults, the ``quick`` / ``full`` profiles and the
+user's ``[tool.irmechtest]`` overrides, resolved per (property, model, profile) and validated.
 
-Each entry is the default for one property; ``[tool.irmechtest]`` in pyproject.toml (per property and
-per model) overrides them once the configuration layer reads it. Every default says where it comes from,
-so a user can tell a literature figure from a product choice.
+Defaults come from the modules that define the properties; each such module exports
+``<X>_DEFAULTS`` (quick-profile settings per property) and ``<X>_FULL_PROFILE`` (what the paper-scale
+``full`` profile changes), merged at the end of this file with :func:`register`. Every default says where
+it comes from, so a user can tell a literature figure from a product choice. The file schema is in
+``docs/configuration.md``.
 """
 
 from __future__ import annotations
 
+import math
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from irmechtest.axioms import behaviour_defaults
+from irmechtest.axioms import behaviour_defaults, behaviour_full_profile
+
+PROFILES = ("quick", "full")
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "idf-in-u0": {
@@ -30,19 +40,197 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# What the ``full`` profile changes: paper-scale samples (all 400 pairs of the shipped TREC DL sample).
+FULL_PROFILE: dict[str, dict[str, Any]] = {"tfc1": {"n_pairs": 400}}
 
-def property_config(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The settings of one property: its defaults updated with ``overrides`` (unknown keys refused)."""
+# Settings every property has: how much worse a value without an interval may get against a baseline
+# before the release gate fails (values with an interval fail when they leave it; see fingerprint.py).
+GATE_DEFAULTS: dict[str, Any] = {"baseline_delta": 0.05}
+
+# Settings whose meaning fixes their range, whatever property they belong to.
+_RANGES: dict[str, tuple[float, float]] = {
+    "threshold": (0.0, 1.0),  # rates and |r|
+    "tie_band": (0.0, math.inf),
+    "baseline_delta": (0.0, math.inf),
+}
+_POSITIVE_INTS = ("n_", "top_k")  # sample and result sizes: at least 1
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the file and the key."""
+
+
+def register(defaults: Mapping[str, Mapping[str, Any]], full: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Add a module's properties: its quick-profile ``defaults`` and its ``full``-profile overrides."""
+    for name, settings in defaults.items():
+        DEFAULTS.setdefault(name, dict(settings))
+    for name, overrides in (full or {}).items():
+        FULL_PROFILE.setdefault(name, {}).update(overrides)
+
+
+def check_value(name: str, key: str, value: Any, where: str) -> Any:
+    """``value`` if it fits setting ``key`` of property ``name`` (type of the default, range), else ConfigError."""
+    known = {**GATE_DEFAULTS, **DEFAULTS[name]}
+    if key not in known:
+        raise ConfigError(f"{where}: property {name!r} has no setting {key!r}; settings: {', '.join(sorted(known))}")
+    default = known[key]
+    if isinstance(default, bool) or default is None:
+        expected: tuple[type, ...] = (bool,) if isinstance(default, bool) else (str, int, float, bool)
+    elif isinstance(default, int):
+        expected = (int,)
+    elif isinstance(default, float):
+        expected = (int, float)
+    else:
+        expected = (type(default),)
+    if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+        kind = " or ".join(t.__name__ for t in expected)
+        raise ConfigError(f"{where}: {key} must be {kind}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {key} must be finite, got {value!r}")
+    low, high = _RANGES.get(key, (-math.inf, math.inf))
+    if isinstance(default, int) and not isinstance(default, bool):
+        low = max(low, 1 if key.startswith(_POSITIVE_INTS) else 0)
+    if isinstance(value, int | float) and not isinstance(value, bool) and not low <= value <= high:
+        bounds = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
+        raise ConfigError(f"{where}: {key} must be {bounds}, got {value!r}")
+    return value
+
+
+def property_config(
+    name: str, overrides: Mapping[str, Any] | None = None, *, profile: str = "quick", where: str = "overrides"
+) -> dict[str, Any]:
+    """The settings of one property under ``profile``, updated with checked ``overrides``."""
     if name not in DEFAULTS:
         raise KeyError(f"unknown property {name!r}; known: {sorted(DEFAULTS)}")
-    settings = dict(DEFAULTS[name])
+    if profile not in PROFILES:
+        raise ConfigError(f"{where}: profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    settings = {**GATE_DEFAULTS, **DEFAULTS[name]}
+    if profile == "full":
+        settings.update(FULL_PROFILE.get(name, {}))
     for key, value in (overrides or {}).items():
-        if key not in settings:
-            raise ValueError(f"property {name!r} has no setting {key!r}; settings: {sorted(settings)}")
-        settings[key] = value
+        settings[key] = check_value(name, key, value, where)
     return settings
 
 
-# The axiom catalogue's per-axiom properties, each with its threshold's literature source.
-for _name, _settings in behaviour_defaults().items():
-    DEFAULTS.setdefault(_name, _settings)
+@dataclass(frozen=True)
+class Scope:
+    """Overrides that apply in one scope (everywhere, or one model): per property, and per profile."""
+
+    properties: dict[str, dict[str, Any]] = field(default_factory=dict)
+    profiles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def layers(self, profile: str) -> Iterable[dict[str, dict[str, Any]]]:
+        yield self.properties
+        yield self.profiles.get(profile, {})
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """A parsed, validated ``[tool.irmechtest]`` table (empty when there is none)."""
+
+    source: str = "built-in defaults"
+    profile: str = "quick"
+    everywhere: Scope = field(default_factory=Scope)
+    models: dict[str, Scope] = field(default_factory=dict)
+
+    def settings(self, name: str, model_keys: Iterable[str] = (), profile: str | None = None) -> dict[str, Any]:
+        """Settings of property ``name`` for the model known by any of ``model_keys`` (spec, name).
+
+        Later layers win: defaults, the profile's defaults, ``properties``, ``profiles.P.properties``, then
+        the same two for the model.
+        """
+        profile = profile or self.profile
+        scopes = [self.everywhere, *(self.models[k] for k in dict.fromkeys(model_keys) if k in self.models)]
+        overrides: dict[str, Any] = {}
+        for scope in scopes:
+            for layer in scope.layers(profile):
+                overrides.update(layer.get(name, {}))
+        return property_config(name, overrides, profile=profile, where=self.source)
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table, got {value!r}")
+    return value
+
+
+def _only(table: dict[str, Any], allowed: Iterable[str], where: str) -> None:
+    allowed = tuple(allowed)
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+
+
+def _parse_properties(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, settings in _table(value, where).items():
+        here = f"{where}.{name}" if name.replace("-", "").isalnum() else f'{where}."{name}"'
+        if name not in DEFAULTS:
+            raise ConfigError(f"[{here}]: unknown property {name!r}; known: {', '.join(sorted(DEFAULTS))}")
+        out[name] = {key: check_value(name, key, v, f"[{here}]") for key, v in _table(settings, f"[{here}]").items()}
+    return out
+
+
+def _parse_scope(table: dict[str, Any], where: str, extra: Iterable[str] = ()) -> Scope:
+    _only(table, ("properties", "profiles", *extra), f"[{where}]")
+    profiles = {}
+    for profile, sub in _table(table.get("profiles", {}), f"[{where}.profiles]").items():
+        here = f"{where}.profiles.{profile}"
+        if profile not in PROFILES:
+            raise ConfigError(f"[{here}]: unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+        _only(_table(sub, f"[{here}]"), ("properties",), f"[{here}]")
+        profiles[profile] = _parse_properties(sub.get("properties", {}), f"{here}.properties")
+    return Scope(_parse_properties(table.get("properties", {}), f"{where}.properties"), profiles)
+
+
+def parse_configuration(table: dict[str, Any], source: str) -> Configuration:
+    """Validate an ``[tool.irmechtest]`` table; a ConfigError names ``source`` and the offending key."""
+    try:
+        _table(table, "[tool.irmechtest]")
+        everywhere = _parse_scope(table, "tool.irmechtest", extra=("profile", "models"))
+        profile = table.get("profile", "quick")
+        if profile not in PROFILES:
+            raise ConfigError(f"[tool.irmechtest]: profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+        models = {
+            model: _parse_scope(_table(sub, f'[tool.irmechtest.models."{model}"]'), f'tool.irmechtest.models."{model}"')
+            for model, sub in _table(table.get("models", {}), "[tool.irmechtest.models]").items()
+        }
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    return Configuration(source, profile, everywhere, models)
+
+
+def load_configuration(path: Path, *, required: bool) -> Configuration:
+    """``[tool.irmechtest]`` of a TOML file: the rootdir's ``pyproject.toml``, or a file named by an option.
+
+    A missing file or table is an error when ``required`` (named by an option), else the built-in defaults.
+    """
+    if not path.is_file():
+        if required:
+            raise ConfigError(f"{path}: configuration file not found")
+        return Configuration()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    table = data.get("tool", {}).get("irmechtest") if isinstance(data.get("tool"), dict) else None
+    if table is None:
+        if required:
+            raise ConfigError(f"{path}: no [tool.irmechtest] table")
+        return Configuration()
+    return parse_configuration(table, str(path))
+
+
+# Properties defined in other modules: the axiom catalogue's per-axiom properties, each with its
+# threshold's literature source.
+register(behaviour_defaults(), behaviour_full_profile())
+
+# Neuron Integrated Gradients (seed 001): the pruning-study property.
+from irmechtest.nig import NIG_DEFAULTS, NIG_FULL_PROFILE  # noqa: E402
+
+register(NIG_DEFAULTS, NIG_FULL_PROFILE)
+
+# Relevance-circuit probes (seed 002): matching / scoring / contextualisation heads, maps, circuit fit, U0 editing.
+from irmechtest.circuits import CIRCUIT_DEFAULTS, CIRCUIT_FULL_PROFILE  # noqa: E402
+
+register(CIRCUIT_DEFAULTS, CIRCUIT_FULL_PROFILE)

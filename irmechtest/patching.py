@@ -281,13 +281,24 @@ class PatchResult:
         order = np.argsort(-np.nan_to_num(np.abs(mean), nan=-1.0), kind="stable")[:k]
         return [Ranked(self.label(i), float(mean[i]), float(low[i]), float(high[i])) for i in order]
 
+    def mean_over(self, pairs: np.ndarray) -> np.ndarray:
+        """The mean map over a selection of pairs (with repeats, e.g. a bootstrap draw)."""
+        return _nanmean(self.values[pairs])
+
     def correlation(self, other: PatchResult) -> float:
         """Pearson r of the mean effects of two results over the same cells (e.g. attribution vs exact)."""
         if self.shape != other.shape:
             raise ValueError(f"shapes differ: {self.shape} vs {other.shape}")
-        a, b = self.mean.ravel(), other.mean.ravel()
-        ok = ~(np.isnan(a) | np.isnan(b))
-        return float(np.corrcoef(a[ok], b[ok])[0, 1])
+        return map_pearson(self.mean, other.mean)
+
+
+def map_pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two effect maps over the cells finite in both (NaN if fewer than 3 or one is constant)."""
+    a, b = np.ravel(a), np.ravel(b)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
 def _nanmean(values: np.ndarray) -> np.ndarray:
@@ -337,6 +348,13 @@ def _record_into(store: dict[str, list[torch.Tensor]]) -> Callable[..., None]:
     return record
 
 
+def _is_out_of_memory(error: BaseException) -> bool:
+    """CUDA raises ``torch.OutOfMemoryError``; the CPU allocator raises a plain RuntimeError."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+    )
+
+
 def _run_rows(
     ranker: HookedRanker,
     runs: PairRuns,
@@ -352,23 +370,43 @@ def _run_rows(
     """Score patched copies of the target run, one row per copy, ``batch_budget`` copies per forward.
 
     Batched copies start at ``start_layer`` from the target's cached ``resid_pre``; the naive path
-    (``batched=False``) runs each copy alone from the embeddings. Both apply the same patches.
+    (``batched=False``) runs each copy alone from the embeddings. Both apply the same patches. A forward
+    pass that runs out of memory is retried with half as many copies (with a warning) down to one copy.
     """
     if batch_budget < 1:
         raise ValueError(f"batch_budget must be >= 1 (copies per forward pass), got {batch_budget}")
     step = batch_budget if batched else 1
     start = start_layer if batched else 0
     rows = torch.arange(len(pair_of_row), device=pair_of_row.device)
-    scores, recorded = [], {}
+    scores: list[torch.Tensor] = []
+    recorded: dict[str, list[torch.Tensor]] = {}
+    lo = 0
     with torch.no_grad():
-        for lo in range(0, len(rows), step):
+        while lo < len(rows):
             chunk, pairs = rows[lo : lo + step], pair_of_row[lo : lo + step]
             hooks = [*runs.hooks, *((name, _replace(m, v)) for name, (m, v) in make_patches(chunk, pairs).items())]
-            hooks += [(name, _record_into(recorded)) for name in record]
+            chunk_recorded: dict[str, list[torch.Tensor]] = {}
+            hooks += [(name, _record_into(chunk_recorded)) for name in record]
             resid = target.cache[f"blocks.{start}.hook_resid_pre"][pairs] if start else None
-            scores.append(
-                ranker.run_with_hooks(target.batch.index(pairs), start_at_layer=start, resid=resid, fwd_hooks=hooks)
-            )
+            try:
+                score = ranker.run_with_hooks(
+                    target.batch.index(pairs), start_at_layer=start, resid=resid, fwd_hooks=hooks
+                )
+            except RuntimeError as error:  # torch.OutOfMemoryError is one
+                if not _is_out_of_memory(error):
+                    raise
+                if step == 1:
+                    raise MemoryError(
+                        f"one patched copy ({runs.seq_len} tokens) does not fit in memory on {target.scores.device}; "
+                        "use shorter pairs or another device"
+                    ) from error
+                step //= 2
+                warnings.warn(f"out of memory: retrying with {step} patched copies per forward pass", stacklevel=3)
+                continue
+            scores.append(score)
+            for name, parts in chunk_recorded.items():
+                recorded.setdefault(name, []).extend(parts)
+            lo += len(chunk)
     return torch.cat(scores), {name: torch.cat(parts) for name, parts in recorded.items()}
 
 

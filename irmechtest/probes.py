@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import pearsonr
+from scipy.stats import pearsonr, spearmanr
 
 
 @dataclass(frozen=True)
@@ -46,3 +48,135 @@ def svd_idf_probe(W_E: torch.Tensor, idf: np.ndarray, top_k: int = 3) -> SvdIdfP
     u = u[:, :top_k].numpy()
     correlations = [float(pearsonr(u[known, k], idf[known])[0]) for k in range(u.shape[1])]
     return SvdIdfProbe(correlations, s[:top_k].tolist(), int(known.sum()), u)
+
+
+@dataclass(frozen=True)
+class U0EditProbe:
+    """Scores while one query token's embedding moves along the IDF-oriented top singular direction (sec. 4.4).
+
+    ``edited[i, k]``: query i with a document repeating the edited token, at ``scales[k]``; ``other[i, k]``:
+    the same query and edit with a document repeating another query token.
+    """
+
+    scales: list[float]
+    queries: list[str]
+    tokens: list[tuple[str, str]]  # (edited token, other token) per query
+    edited: np.ndarray
+    other: np.ndarray
+    rho_edited: np.ndarray  # per query: Spearman rho of the score with the scale
+    rho_other: np.ndarray
+
+    @property
+    def mean_rho(self) -> float:
+        return float(np.mean(self.rho_edited))
+
+    @property
+    def mean_rho_other(self) -> float:
+        return float(np.mean(self.rho_other))
+
+    @property
+    def change(self) -> float:
+        """Mean score change of the edited token's document from the smallest to the largest scale."""
+        return float(np.mean(self.edited[:, -1] - self.edited[:, 0]))
+
+    @property
+    def change_other(self) -> float:
+        return float(np.mean(self.other[:, -1] - self.other[:, 0]))
+
+    @property
+    def specific(self) -> bool:
+        """The edit moves the edited token's document more than the other token's (seed 002, figure 6)."""
+        return self.change > self.change_other
+
+
+def idf_direction(W_E: torch.Tensor, idf: np.ndarray) -> torch.Tensor:
+    """The top right singular vector of W_E, signed so that tokens' coordinates on it grow with IDF."""
+    weights = W_E.detach().to(torch.float64).cpu()
+    _, _, v = torch.linalg.svd(weights, full_matrices=False)
+    direction = v[0]
+    known = ~np.isnan(idf)
+    if known.sum() < 3:
+        raise ValueError("fewer than 3 tokens of the vocabulary have an IDF: wrong IDF source for this tokenizer?")
+    r = pearsonr((weights @ direction).numpy()[known], idf[known])[0]
+    return direction if r >= 0 else -direction
+
+
+def u0_edit_probe(
+    ranker: Any,
+    queries: Sequence[str],
+    idf: np.ndarray,
+    *,
+    scales: Sequence[float] = (-2.0, -1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
+    repeats: int = 3,
+    batch_size: int = 64,
+) -> U0EditProbe:
+    """Edit the IDF coordinate of each query's first token (in query and document alike, as editing W_E's row
+    would) to ``c + (scale - 1) |c|`` and score a document repeating it and one repeating the second token.
+
+    Scale 1 is the unedited model; larger scales mean a higher IDF whatever the sign of c. Queries without two
+    distinct whole-word tokens with an IDF are skipped; none left raises ``ValueError``.
+    """
+    scales = sorted(float(s) for s in scales)
+    if len(scales) < 3:
+        raise ValueError(f"need at least 3 scales to judge monotonicity, got {len(scales)}")
+    direction = idf_direction(ranker.W_E, idf).to(ranker.W_E.dtype)
+    W_E = ranker.W_E.detach()
+    rows: list[tuple[str, str, str, int]] = []  # query, edited-token document, other-token document, token id
+    kept, tokens = [], []
+    for query in queries:
+        pair = _two_tokens(ranker.tokenizer, query, idf)
+        if pair is None:
+            continue
+        (first, first_id), (second, _) = pair
+        kept.append(query)
+        tokens.append((first, second))
+        for doc in (" ".join([first] * repeats), " ".join([second] * repeats)):
+            rows += [(query, doc, s, first_id) for s in scales]
+    if not kept:
+        raise ValueError("no query has two distinct whole-word tokens with an IDF to edit and compare")
+    scores = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        ids = torch.tensor([r[3] for r in chunk])
+        coord = W_E[ids] @ direction
+        shift = (torch.tensor([r[2] for r in chunk], dtype=W_E.dtype) - 1)[:, None] * coord.abs()[:, None]
+        hook = ("hook_embed", _shift_rows(W_E[ids], shift * direction))
+        with torch.no_grad(), ranker.hooks([hook]):
+            q, d = [r[0] for r in chunk], [r[1] for r in chunk]
+            if ranker.kind == "bi-encoder":
+                scores.append(ranker.similarity(ranker.encode(q), ranker.encode(d)))
+            else:
+                scores.append(ranker(ranker.tokenize(q, d)))
+    table = torch.cat(scores).double().cpu().numpy().reshape(len(kept), 2, len(scales))
+    edited, other = table[:, 0], table[:, 1]
+    rho_edited, rho_other = _spearman_rows(scales, edited), _spearman_rows(scales, other)
+    return U0EditProbe(scales, kept, tokens, edited, other, rho_edited, rho_other)
+
+
+def _two_tokens(tokenizer: Any, query: str, idf: np.ndarray) -> tuple[tuple[str, int], tuple[str, int]] | None:
+    """The query's first two distinct whole-word tokens that have an IDF, as (text, id)."""
+    found: list[tuple[str, int]] = []
+    special = set(tokenizer.all_special_ids)
+    for word in query.split():
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1 or ids[0] in special or np.isnan(idf[ids[0]]) or ids[0] in {i for _, i in found}:
+            continue
+        found.append((word, ids[0]))
+        if len(found) == 2:
+            return found[0], found[1]
+    return None
+
+
+def _shift_rows(rows: torch.Tensor, shifts: torch.Tensor) -> Any:
+    """A ``hook_embed`` hook adding ``shifts[b]`` wherever batch row b holds the embedding ``rows[b]``."""
+
+    def hook(act: torch.Tensor, hook: object) -> torch.Tensor:
+        hit = (act == rows[:, None, :]).all(-1, keepdim=True)
+        return act + hit * shifts[:, None, :]
+
+    return hook
+
+
+def _spearman_rows(scales: Sequence[float], scores: np.ndarray) -> np.ndarray:
+    """Spearman rho of each row with the scales; a flat row (no movement at all) counts as 0."""
+    return np.array([0.0 if np.ptp(row) == 0 else spearmanr(scales, row)[0] for row in scores])

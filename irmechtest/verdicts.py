@@ -81,8 +81,8 @@ class Verdict:
     def message(self) -> str:
         """A one-paragraph account of the verdict, used as the assertion message."""
         head = f"[{self.model}] {self.property}: {self.outcome.value}"
-        if self.outcome is Outcome.NOT_APPLICABLE:
-            return f"{head} ({self.reason})"
+        if self.outcome is Outcome.NOT_APPLICABLE or self.value is None or self.threshold is None:
+            return f"{head} ({self.reason})"  # not applicable, or an error before anything was measured
         value = "nan" if self.value is None else f"{self.value:.4g}"
         text = f"{head}: value {value}, required {self.comparison} {self.threshold:.4g}"
         if self.summary:
@@ -100,3 +100,14 @@ class Verdict:
         data["outcome"] = Outcome(data["outcome"])
         data["evidence"] = [Evidence(**e) for e in data.get("evidence", [])]
         return cls(**data)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays turned into Python numbers and lists, for JSON and xdist."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return jsonable(value.tolist())
+    return value

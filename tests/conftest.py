@@ -19,3 +19,25 @@ def tokenizer():
     from irmechtest.controls import embedded_tokenizer
 
     return embedded_tokenizer()
+
+
+@pytest.fixture
+def report_verdicts():
+    """Verdicts with every kind of evidence, one of them carrying a document with markup in it."""
+    from irmechtest.verdicts import Evidence, Verdict
+
+    heatmap = Evidence(
+        "heatmap",
+        "patching effect per layer x head",
+        {"data": [[0.1, -0.4, 0.0], [0.9, 0.2, float("nan")]], "row_labels": ["L0", "L1"], "col_labels": [0, 1, 2]},
+    )
+    scatter = Evidence("scatter", "U0 against IDF", {"x": [1.0, 2.0, 3.0], "y": [0.2, 0.1, -0.3], "x_label": "IDF"})
+    hostile = "<script>window.irmechPwned = true; console.error('executed')</script><b>bold?</b>"
+    examples = Evidence("examples", "shrunk counterexample", {"examples": [{"query": "q & a", "perturbed": hostile}]})
+    table = Evidence("table", "compliance", {"columns": ["pos", "neg"], "rows": [[3, 1]]})
+    return [
+        Verdict("circuit-heads", "org/<model>", 0.8, 0.5, details={"components": ["1.0"]}, evidence=[heatmap]),
+        Verdict("idf-in-u0", "org/<model>", 0.76, 0.5, evidence=[scatter]),
+        Verdict("tfc1", "org/<model>", 0.6, 0.9, details={"ci_low": 0.5, "ci_high": 0.7}, evidence=[table, examples]),
+        Verdict.not_applicable("tfc1", "random", "bi-encoder: needs a classifier"),
+    ]

@@ -266,3 +266,32 @@ def test_padding_positions_are_nan_and_ci_needs_two_pairs(planted):
     assert np.isnan(result.values[int(runs.lengths.argmin()), 0, :, short:]).all()
     assert not np.isnan(result.mean).any()  # every position has at least one real pair
     assert np.isnan(result.ci_low[0, :, short:]).all()  # one pair only there
+
+
+def test_out_of_memory_halves_the_batch_and_then_says_what_does_not_fit(planted, planted_runs, monkeypatch):
+    real = planted.run_with_hooks
+
+    def small_device(batch, **kwargs):
+        if batch.input_ids.shape[0] > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(batch, **kwargs)
+
+    monkeypatch.setattr(planted, "run_with_hooks", small_device)
+    with pytest.warns(UserWarning, match="retrying with") as backing_off:
+        backed_off = activation_patching(planted, planted_runs, head_grid(planted), batch_budget=8)
+    monkeypatch.undo()
+    assert {str(w.message).split()[5] for w in backing_off} == {"4", "2"}  # 8 -> 4 -> 2 copies
+    assert_same(backed_off, activation_patching(planted, planted_runs, head_grid(planted)))
+
+    def no_memory(batch, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    def bug(batch, **kwargs):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(planted, "run_with_hooks", no_memory)
+    with pytest.raises(MemoryError, match="does not fit in memory"), pytest.warns(UserWarning, match="retrying"):
+        activation_patching(planted, planted_runs, head_grid(planted))
+    monkeypatch.setattr(planted, "run_with_hooks", bug)  # other errors are not mistaken for memory
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        activation_patching(planted, planted_runs, head_grid(planted))

@@ -1,6 +1,7 @@
 """The pytest plugin end to end, run in-process with pytester."""
 
 import json
+import re
 
 import pytest
 
@@ -26,7 +27,9 @@ def test_suite_passes_on_the_embedded_model(pytester):
 
 
 def test_random_init_twin_fails_idf_in_u0(pytester):
-    result = pytester.runpytest_subprocess("--model=irmechtest:random-minilm", "-k", "idf", "--junitxml=j.xml")
+    result = pytester.runpytest_subprocess(
+        "--model=irmechtest:random-minilm", "-k", "test_idf_lives_in_u0", "--junitxml=j.xml"
+    )
     result.assert_outcomes(failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*idf-in-u0: failed: value 0.0*required >= 0.5*"])
@@ -53,7 +56,7 @@ def test_each_model_is_a_parameter_and_loads_once(pytester):
         """
     )
     result = pytester.runpytest_subprocess(
-        "--model=irmechtest:random-minilm", "--model=irmechtest:random-bert", "-k", "idf", "-v"
+        "--model=irmechtest:random-minilm", "--model=irmechtest:random-bert", "-k", "test_idf_lives_in_u0", "-v"
     )
     result.stdout.fnmatch_lines(
         [
@@ -65,7 +68,7 @@ def test_each_model_is_a_parameter_and_loads_once(pytester):
 
 
 def test_unknown_model_errors_clearly(pytester):
-    result = pytester.runpytest_subprocess("--model=irmechtest:nonsense", "-k", "idf")
+    result = pytester.runpytest_subprocess("--model=irmechtest:nonsense", "-k", "test_idf_lives_in_u0")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*unknown built-in model*"])
 
@@ -93,3 +96,101 @@ def test_explicit_test_paths_are_kept_with_model(pytester):
 
 def test_suite_is_found_from_the_installed_package():
     assert (suite_dir() / "test_idf_u0.py").is_file()
+
+
+# Cheap settings for the runs below: few TFC1 pairs, and a U0 threshold the random twin passes.
+CHEAP_CONFIG = """
+[tool.irmechtest.properties.tfc1]
+n_pairs = 12
+
+[tool.irmechtest.models."irmechtest:random-minilm".properties.idf-in-u0]
+threshold = 0.0
+"""
+
+
+def _comparable(text: str) -> str:
+    """A report or fingerprint without its time stamp."""
+    return re.sub(
+        r'<span id="generated">[^<]*</span>|"created": "[^"]*"|&quot;created&quot;: &quot;[^&]*&quot;', "", text
+    )
+
+
+def test_several_models_under_xdist_give_the_serial_report(pytester):
+    pytester.makepyprojecttoml(CHEAP_CONFIG)
+    outputs = {}
+    for name, extra in (("serial", []), ("xdist", ["-n", "2"])):
+        result = pytester.runpytest_subprocess(
+            "--model=irmechtest:random-minilm",
+            "--model=irmechtest:random-bert",
+            "-k",
+            "test_idf_lives_in_u0 or test_tfc1_holds",
+            *extra,
+            f"--irmech-json={name}.json",
+            f"--irmech-report={name}.html",
+            f"--irmech-save-baseline={name}-fp.json",
+        )
+        result.assert_outcomes(passed=2, failed=2)  # random-bert keeps the default thresholds
+        outputs[name] = [
+            _comparable((pytester.path / f"{name}{ext}").read_text()) for ext in (".json", ".html", "-fp.json")
+        ]
+    assert outputs["xdist"] == outputs["serial"]
+    verdicts = json.loads(outputs["serial"][0])["verdicts"]
+    assert [(v["model"], v["property"]) for v in verdicts] == [
+        ("irmechtest:random-bert", "idf-in-u0"),
+        ("irmechtest:random-bert", "tfc1"),
+        ("irmechtest:random-minilm", "idf-in-u0"),
+        ("irmechtest:random-minilm", "tfc1"),
+    ]
+    settings = {(v["model"], v["property"]): v["details"]["settings"] for v in verdicts}
+    assert settings["irmechtest:random-bert", "tfc1"]["n_pairs"] == 12
+    assert settings["irmechtest:random-minilm", "idf-in-u0"]["threshold"] == 0.0
+    assert settings["irmechtest:random-bert", "idf-in-u0"]["threshold"] == 0.5
+
+
+def test_baseline_gate_fails_on_drift_with_a_diff_and_passes_on_its_own_fingerprint(pytester):
+    from irmechtest import fingerprint
+    from irmechtest.verdicts import Verdict
+
+    pytester.makepyprojecttoml(CHEAP_CONFIG)
+    released = Verdict("idf-in-u0", "released-model", 0.9, 0.0, details={"components": ["0.0", "1.3"]})
+    fingerprint.save(pytester.path / "release.json", fingerprint.build([released], {}, "quick"))
+    args = ["--model=irmechtest:random-minilm", "-k", "test_idf_lives_in_u0", "--irmech-report=r.html"]
+    result = pytester.runpytest_subprocess(*args, "--irmech-baseline=release.json", "--irmech-save-baseline=new.json")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*irmechtest baseline gate*",
+            "baseline gate FAILED: 2 drift(s) from release.json",
+            "[[]irmechtest:random-minilm[]] (against baseline model released-model)",
+            "  - idf-in-u0: value 0.9 -> 0.0068* (-0.893; tolerance 0.05)",
+            "  - idf-in-u0: lost components 0.0, 1.3 (baseline ['0.0', '1.3'])",
+        ]
+    )
+    assert "baseline gate FAILED" in (pytester.path / "r.html").read_text()
+    result = pytester.runpytest_subprocess(*args, "--irmech-baseline=new.json")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["baseline gate passed against new.json"])
+
+
+@pytest.mark.parametrize(
+    ("files", "option", "message"),
+    [
+        (
+            {"pyproject.toml": "[tool.irmechtest.properties.tfc1]\nn_pairs = -3\n"},
+            "-k=idf",
+            "ERROR: */pyproject.toml: [[]tool.irmechtest.properties.tfc1[]]: n_pairs must be at least 1, got -3",
+        ),
+        (
+            {"base.json": '{"schema": "irmechtest-fingerprint", "schema_version": 0, "models": {}}'},
+            "--irmech-baseline=base.json",
+            "ERROR: base.json: fingerprint schema version 0; this irmechtest reads version 1*",
+        ),
+    ],
+)
+def test_malformed_config_and_baseline_are_usage_errors(pytester, files, option, message):
+    for name, text in files.items():
+        (pytester.path / name).write_text(text)
+    result = pytester.runpytest_subprocess("--model=irmechtest:random-minilm", option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])

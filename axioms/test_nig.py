@@ -1,0 +1,70 @@
+"""The neurons Neuron Integrated Gradients ranks highest matter for ranking (seed 001, section 5.3).
+
+Attribute on labelled pairs, zero the top fraction of neurons of one scheme, rerank one relevant passage
+among BM25 negatives, and compare the nDCG@10 drop with random prunings of as many neurons in the same
+layers and modules. The value is the one-sided paired t-test's p-value over queries (NIG's drop vs the
+mean random drop): the property is a claim of significance, and the effect sizes are in the table.
+
+Applies to bi-encoders too: with the query embedding held fixed, the [PAD]-document baseline scores a
+similarity near 0 (on all-MiniLM-L6-v2 about -0.03, against 0.5-0.7 for real pairs), which is the neutral
+baseline seed 001 asks for, and zeroing document-side neurons is a well-defined pruning of the ranker.
+"""
+
+import pytest
+
+from irmechtest.nig import neuron_integrated_gradients, pruning_study, top_fraction
+from irmechtest.reranking import planted_data, trec_sample_data
+from irmechtest.verdicts import Evidence, Verdict
+
+
+@pytest.mark.irmech_property("nig-pruning", applies_to=("cross-encoder", "bi-encoder"))
+def test_pruning_top_nig_neurons_hurts_more_than_random(ranker, irmech_settings, irmech_verdict):
+    s = irmech_settings
+    # Models built in code carry their vocabulary in ``truth``: real MS MARCO text is mostly [UNK] there.
+    make_data = planted_data if hasattr(ranker, "truth") else trec_sample_data
+    data = make_data(s["n_queries"], s["n_negatives"], s["n_pairs"], s["seed"])
+    attribution = neuron_integrated_gradients(
+        ranker, data.attribution, steps=s["steps"], batch_budget=s["batch_budget"]
+    )
+    selected = top_fraction(attribution.scheme(s["scheme"]), s["fraction"])
+    result = pruning_study(ranker, data.lists, attribution.layout, selected, repeats=s["repeats"], seed=s["seed"])
+    mass, layers, modules = attribution.mass(s["scheme"])
+    irmech_verdict(
+        Verdict(
+            "nig-pruning",
+            ranker.name,
+            value=result.p_vs_random,
+            threshold=s["threshold"],
+            comparison="<",
+            summary=(
+                f"zeroing the top {100 * s['fraction']:g} % ({len(selected)}) {s['scheme']} NIG neurons: nDCG@10 "
+                f"{result.base.mean():.3f} -> {result.pruned.mean():.3f} ({result.drop_pct(result.pruned):.1f} % "
+                f"lost); {s['repeats']} random same-layer sets: {result.drop_pct(result.random):.1f} % lost; "
+                f"{len(data.lists)} queries, {len(data.attribution)} attribution pairs ({data.source})"
+            ),
+            details={
+                "components": result.components,
+                "seed": s["seed"],
+                "n_pairs": len(data.attribution),
+                "n_queries": len(data.lists),
+                "data": data.source,
+                "ndcg_base": float(result.base.mean()),
+                "ndcg_pruned": float(result.pruned.mean()),
+                "ndcg_random": float(result.random.mean()),
+                "drop_pct": result.drop_pct(result.pruned),
+                "random_drop_pct": result.drop_pct(result.random),
+                "p_vs_base": result.p_vs_base,
+                "empirical_p": result.empirical_p,
+                "baseline_score_mean": float(attribution.baseline_scores.mean()),
+                "score_mean": float(attribution.scores.mean()),
+            },
+            evidence=[
+                Evidence(
+                    "heatmap",
+                    f"|{s['scheme']} NIG| summed per layer and module",
+                    {"data": mass.tolist(), "row_labels": [str(x) for x in layers], "col_labels": modules},
+                ),
+                Evidence("table", "pruning study (nDCG@10 over the reranked queries)", result.table()),
+            ],
+        )
+    )

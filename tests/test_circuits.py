@@ -1,0 +1,110 @@
+"""Circuit probes: exactly the planted components on the planted model, nothing on its random twin, finite
+values on the embedded MiniLM where they apply, and clear errors on degenerate inputs."""
+
+import numpy as np
+import pytest
+
+from irmechtest import circuits as C
+from irmechtest.controls import planted_ranker
+from irmechtest.models import InputError
+
+N_PAIRS, SEED, MAX_LENGTH = 16, 0, 128
+MATCHING = dict(min_effect=0.05, min_attention_r=0.3)
+
+
+def inputs(ranker):
+    text = C.probe_text(ranker, N_PAIRS, SEED)
+    runs = C.diagnostic_runs(ranker, text, seed=SEED, max_length=MAX_LENGTH)
+    return ranker, text, runs, C.head_maps(ranker, runs)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return inputs(planted_ranker())
+
+
+@pytest.fixture(scope="module")
+def twin():
+    return inputs(planted_ranker(random=True))
+
+
+def fit(ranker, heads, n=400):
+    text = C.probe_text(ranker, n, SEED)
+    return C.circuit_fit(ranker, [(p.query, p.text) for p in text.pairs], heads, text.idf, seed=SEED)
+
+
+def test_planted_matching_heads_are_found_exactly_and_carry_the_effect(planted):
+    ranker, _, runs, maps = planted
+    found = C.find_matching_heads(ranker, runs, maps, **MATCHING)
+    assert found.heads == sorted(ranker.truth.matching_heads)
+    assert found.removed > 0.9
+    others = [r for h, r in np.ndenumerate(found.attention_r) if h not in found.heads]
+    assert min(found.attention_r[h] for h in found.heads) > max(others) + 0.3
+
+
+def test_planted_scoring_and_contextualisation_heads(planted):
+    ranker, text, runs, _ = planted
+    scoring = C.find_scoring_heads(ranker, runs, text.idf, min_effect=0.3)
+    assert scoring.heads == ranker.truth.scoring_heads
+    assert scoring.mean_idf_r > 0.9
+    context = C.find_contextualisation_heads(ranker, runs, text.idf, scoring.heads, min_effect=0.05, min_idf_r=0.5)
+    assert context.heads == ranker.truth.contextualisation_heads == []
+    # The matching heads do send into the scoring head's values; their attention is what rules them out.
+    assert {h for h, e in np.ndenumerate(context.effect) if e >= 0.05} == set(ranker.truth.matching_heads)
+
+
+def test_planted_maps_correlate_and_the_circuit_fit_beats_bm25(planted):
+    ranker, _, _, maps = planted
+    assert C.map_correlation(maps).r > 0.95
+    result = fit(ranker, ranker.truth.matching_heads)
+    assert result.circuit.pearson > 0.95
+    assert result.beats_bm25
+    assert abs(result.random.pearson) < 0.5
+    assert set(result.groups) == {1, 2, 3, 4}
+
+
+def test_the_twin_fails_every_head_probe_and_the_fit(twin, planted):
+    ranker, text, runs, maps = twin
+    assert C.find_matching_heads(ranker, runs, maps, **MATCHING).heads == []
+    scoring = C.find_scoring_heads(ranker, runs, text.idf, min_effect=0.3)
+    assert scoring.mean_idf_r < 0.5
+    context = C.find_contextualisation_heads(ranker, runs, text.idf, scoring.heads, min_effect=0.05, min_idf_r=0.5)
+    assert context.heads == []
+    # Even given the planted model's matching heads, the twin's scores are not the linear circuit.
+    assert fit(ranker, planted[0].truth.matching_heads).circuit.pearson < 0.8
+
+
+def test_map_correlation_needs_specificity_to_separate_the_twin(twin, planted):
+    """Random weights correlate the maps of any two one-token edits (twin r > 0.8, as high as the unrelated-word
+    control's), so the property also asks that STMC1's map be closer to TFC1's than the control's is."""
+    twin_corr, planted_corr = C.map_correlation(twin[3]), C.map_correlation(planted[3])
+    assert twin_corr.r > 0.8 and abs(twin_corr.r - twin_corr.control_r) < 0.1
+    assert not twin_corr.specific and twin_corr.specificity_ci[0] < 0 < twin_corr.specificity_ci[1]
+    assert planted_corr.r > 0.95 and planted_corr.specific
+    with pytest.raises(ValueError, match="n_boot"):
+        C.map_correlation(planted[3], n_boot=0)
+
+
+def test_minilm_runs_the_applicable_probe_and_refuses_the_others(minilm):
+    text = C.probe_text(minilm, 4, SEED)
+    runs = C.diagnostic_runs(minilm, text, seed=SEED, max_length=64)
+    corr = C.map_correlation(C.head_maps(minilm, runs, "attribution"))
+    assert np.isfinite(corr.r) and np.isfinite(corr.control_r)
+    with pytest.raises(InputError, match="query -> document attention"):
+        C.find_scoring_heads(minilm, runs, text.idf, min_effect=0.3)
+    with pytest.raises(InputError, match="bi-encoder"):
+        C.attention_similarity(minilm, [runs["TFC1"].perturbed.batch])
+
+
+def test_degenerate_inputs_are_refused(planted):
+    ranker, _, runs, _ = planted
+    with pytest.raises(ValueError, match="n_pairs"):
+        C.probe_text(ranker, 0, SEED)
+    with pytest.raises(ValueError, match="needs matching heads"):
+        fit(ranker, [])
+    with pytest.raises(InputError, match="give more pairs"):
+        fit(ranker, ranker.truth.matching_heads, n=10)
+    with pytest.raises(ValueError, match="no heads"):
+        C.mean_ablation(ranker, runs["TFC1"], [])
+    with pytest.raises(ValueError, match="method"):
+        C.head_maps(ranker, runs, "guess")

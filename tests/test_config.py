@@ -1,0 +1,85 @@
+"""Configuration: profiles, per-property and per-model overrides, and validation with clear errors."""
+
+import pytest
+
+from irmechtest.config import (
+    DEFAULTS,
+    FULL_PROFILE,
+    ConfigError,
+    check_value,
+    load_configuration,
+    parse_configuration,
+    property_config,
+)
+
+
+def test_full_profile_uses_paper_scale_samples():
+    assert property_config("tfc1")["n_pairs"] < property_config("tfc1", profile="full")["n_pairs"] == 400
+    assert property_config("axiom-tfc2", profile="full")["n_pairs"] == 400
+
+
+def test_every_default_and_full_profile_value_passes_its_own_validation():
+    for name, settings in DEFAULTS.items():
+        for key, value in {**settings, **FULL_PROFILE.get(name, {})}.items():
+            check_value(name, key, value, f"defaults of {name}")
+
+
+def test_layers_resolve_from_general_to_model_and_profile():
+    config = parse_configuration(
+        {
+            "properties": {"tfc1": {"threshold": 0.8, "n_pairs": 50}},
+            "profiles": {"full": {"properties": {"tfc1": {"n_pairs": 300}}}},
+            "models": {"org/model": {"properties": {"tfc1": {"threshold": 0.7}}}},
+        },
+        "pyproject.toml",
+    )
+    assert config.settings("tfc1")["threshold"] == 0.8
+    assert config.settings("tfc1", ["other"], "quick")["n_pairs"] == 50
+    model_full = config.settings("tfc1", ["org/model"], "full")
+    assert (model_full["threshold"], model_full["n_pairs"]) == (0.7, 300)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"properties": {"tfc9": {}}}, "[tool.irmechtest.properties.tfc9]: unknown property 'tfc9'"),
+        ({"properties": {"tfc1": {"nope": 1}}}, "property 'tfc1' has no setting 'nope'"),
+        ({"properties": {"tfc1": {"n_pairs": -5}}}, "n_pairs must be at least 1, got -5"),
+        ({"properties": {"tfc1": {"seed": -1}}}, "seed must be at least 0"),
+        ({"properties": {"tfc1": {"threshold": 1.5}}}, "threshold must be between 0 and 1, got 1.5"),
+        ({"properties": {"tfc1": {"threshold": "high"}}}, "threshold must be int or float, got 'high'"),
+        ({"properties": {"tfc1": {"n_pairs": 2.5}}}, "n_pairs must be int, got 2.5"),
+        ({"properties": {"tfc1": {"n_pairs": True}}}, "n_pairs must be int, got True"),
+        ({"properties": {"tfc1": {"tie_band": float("nan")}}}, "tie_band must be finite"),
+        ({"properties": {"tfc1": 3}}, "[tool.irmechtest.properties.tfc1] must be a table"),
+        ({"thresholds": {}}, "[tool.irmechtest]: unknown key 'thresholds'"),
+        ({"profile": "slow"}, "profile must be one of quick, full, got 'slow'"),
+        ({"profiles": {"slow": {}}}, "unknown profile 'slow'"),
+        (
+            {"models": {"org/m": {"properties": {"idf-in-u0": {"top_k": 0}}}}},
+            '[tool.irmechtest.models."org/m".properties.idf-in-u0]: top_k must be at least 1, got 0',
+        ),
+    ],
+)
+def test_invalid_values_are_refused_naming_file_and_key(table, message):
+    with pytest.raises(ConfigError) as error:
+        parse_configuration(table, "/repo/pyproject.toml")
+    assert str(error.value).startswith("/repo/pyproject.toml: ")
+    assert message in str(error.value)
+
+
+def test_files(tmp_path):
+    assert load_configuration(tmp_path / "pyproject.toml", required=False).profile == "quick"
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_configuration(tmp_path / "missing.toml", required=True)
+    (tmp_path / "bad.toml").write_text("[tool.irmechtest\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
+        load_configuration(tmp_path / "bad.toml", required=False)
+    (tmp_path / "other.toml").write_text("[tool.black]\n")
+    with pytest.raises(ConfigError, match=r"no \[tool.irmechtest\] table"):
+        load_configuration(tmp_path / "other.toml", required=True)
+    (tmp_path / "ok.toml").write_text(
+        '[tool.irmechtest]\nprofile = "full"\n[tool.irmechtest.properties.tfc1]\nseed = 3\n'
+    )
+    config = load_configuration(tmp_path / "ok.toml", required=True)
+    assert (config.profile, config.settings("tfc1")["seed"], config.settings("tfc1")["n_pairs"]) == ("full", 3, 400)

@@ -1,0 +1,263 @@
+"""Neuron Integrated Gradients, reranking lists and the pruning study (irmechtest.nig, irmechtest.reranking)."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from irmechtest.controls import planted_ranker
+from irmechtest.nig import (
+    Attribution,
+    Reranker,
+    conductance,
+    fusion,
+    intersection,
+    neuron_integrated_gradients,
+    neuron_layout,
+    pruning_study,
+    random_like,
+    top_fraction,
+)
+from irmechtest.reranking import (
+    LabelledPair,
+    build_lists,
+    flatten,
+    ndcg_at_k,
+    per_list_ndcg,
+    planted_data,
+    trec_sample_data,
+)
+
+# Small sizes: the planted model is 3 layers x 4 heads, so the study runs in seconds.
+STEPS, BUDGET, REPEATS = 20, 256, 5
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_ranker()
+
+
+@pytest.fixture(scope="module")
+def twin():
+    return planted_ranker(random=True)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return planted_data(n_queries=10, n_negatives=9, n_pairs=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def attributions(planted, twin, data) -> dict[str, Attribution]:
+    return {
+        name: neuron_integrated_gradients(model, data.attribution, steps=STEPS, batch_budget=BUDGET)
+        for name, model in (("planted", planted), ("twin", twin))
+    }
+
+
+# ------------------------------------------------------------------------------------- nDCG and lists
+def test_ndcg_matches_hand_computed_values():
+    assert ndcg_at_k([0.9, 0.8, 0.1], [0, 1, 0]) == pytest.approx(1 / math.log2(3))
+    assert ndcg_at_k([0.1, 0.8, 0.9], [1, 0, 0]) == pytest.approx(0.5)
+    # Graded: order doc1 (2), doc2 (0), doc0 (3): DCG 2 + 3/2; ideal 3 + 2/log2(3).
+    assert ndcg_at_k([0.1, 0.9, 0.5], [3, 2, 0]) == pytest.approx(3.5 / (3 + 2 / math.log2(3)))
+    # The relevant passage at rank 11 earns nothing at cut-off 10.
+    assert ndcg_at_k([0.0, *[1.0] * 10], [1, *[0] * 10]) == 0.0
+    # Ties rank the relevant passage last: a flat ranker gets no credit.
+    assert ndcg_at_k([1.0, 1.0, 1.0], [1, 0, 0]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="without any relevant"):
+        ndcg_at_k([1.0, 2.0], [0, 0])
+    with pytest.raises(ValueError, match="same length"):
+        ndcg_at_k([1.0], [1, 0])
+
+
+def test_bm25_lists_put_term_matches_first_and_respect_exclusions():
+    pool = ["cats purr", "dogs bark loudly", "cats and dogs", "fish swim", "cats cats cats"]
+    (lst,) = build_lists([("q", "cats", "cats purr")], pool, 2, lambda *_: False)
+    assert lst.docs[0] == "cats purr" and lst.gains == (1, 0, 0)
+    assert set(lst.docs[1:]) == {"cats and dogs", "cats cats cats"}
+    (lst,) = build_lists([("q", "cats", "cats purr")], pool, 2, lambda _, __, doc: "cats" in doc)
+    assert lst.docs[1:] == ("dogs bark loudly", "fish swim")  # BM25 ties keep pool order
+    with pytest.raises(ValueError, match="eligible negatives"):
+        build_lists([("q", "cats", "cats purr")], pool, 9, lambda *_: False)
+
+
+def test_trec_sample_lists_and_attribution_pairs_use_disjoint_queries():
+    data = trec_sample_data(n_queries=10, n_negatives=20, n_pairs=16, seed=0)
+    assert len(data.lists) == 10 and all(len(lst.docs) == 21 and lst.gains[0] == 1 for lst in data.lists)
+    assert {lst.query for lst in data.lists}.isdisjoint({p.query for p in data.attribution})
+    assert sum(p.relevant for p in data.attribution) == 8 and len(data.attribution) == 16
+
+
+def test_reranker_matches_plain_scoring_in_input_order(planted, data):
+    queries, docs = flatten(data.lists)
+    expected = per_list_ndcg(data.lists, planted.score(queries, docs))
+    for layer in (0, 2):  # starting at a later layer from the cached residual changes nothing unpruned
+        reranker = Reranker(planted, data.lists, layer, batch_size=7)
+        np.testing.assert_allclose(reranker.base, expected)
+        np.testing.assert_allclose(reranker.ndcg([]), expected)
+
+
+def test_attribution_rows_follow_input_order(planted, data):
+    pairs = data.attribution[:4]
+    forward = neuron_integrated_gradients(planted, pairs, steps=4, batch_budget=5)
+    backward = neuron_integrated_gradients(planted, pairs[::-1], steps=4, batch_budget=5)
+    np.testing.assert_allclose(forward.values, backward.values[::-1], atol=1e-4)
+    np.testing.assert_allclose(
+        forward.scores, planted.score([p.query for p in pairs], [p.doc for p in pairs]), atol=1e-4
+    )
+
+
+# ----------------------------------------------------------------------------------------- conductance
+def _residual_cut(model) -> list[str]:
+    """Each layer's resid_pre is a cut between the input and the score: completeness must hold there."""
+    return [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
+
+
+@pytest.mark.parametrize("which", ["planted", "twin"])
+def test_completeness_error_shrinks_as_one_over_n_squared(which, planted, twin, data):
+    model = planted if which == "planted" else twin
+    pairs = data.attribution[:2] + data.attribution[-2:]
+    batch = model.tokenize([p.query for p in pairs], [p.doc for p in pairs])
+    errors = []
+    for steps in (20, 40, 80):
+        c = conductance(model, batch, _residual_cut(model), steps=steps, batch_budget=BUDGET)
+        scale = np.abs(c.scores - c.baseline_scores).max()
+        errors.append(max(c.completeness_error(h).max() for h in c.values) / scale)
+    # Trapezoid rule: halving the step divides the error by about 4; we require 3, and 1 % at N = 80.
+    assert errors[1] < errors[0] / 3 and errors[2] < errors[1] / 3, errors
+    assert errors[2] < 0.01, errors
+
+
+def test_riemann_nig_converges_to_a_finer_step_reference(planted, data):
+    pairs = data.attribution[:4]
+    layout = neuron_layout(planted)
+    reference = neuron_integrated_gradients(planted, pairs, steps=320, batch_budget=4096, layout=layout).values
+    scale = np.abs(reference).max()
+    gaps = [
+        np.abs(
+            neuron_integrated_gradients(planted, pairs, steps=n, batch_budget=BUDGET, layout=layout).values - reference
+        ).max()
+        / scale
+        for n in (20, 40, 80)
+    ]
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.01, gaps
+
+
+def test_batched_steps_equal_one_step_per_forward(planted, data):
+    pairs = data.attribution[:3]
+    layout = neuron_layout(planted, modules=("value", "intermediate"))
+    batched = neuron_integrated_gradients(planted, pairs, steps=10, batch_budget=1000, layout=layout)
+    naive = neuron_integrated_gradients(planted, pairs, steps=10, batch_budget=1, layout=layout)
+    np.testing.assert_allclose(batched.values, naive.values, atol=1e-4)
+    np.testing.assert_allclose(batched.scores, naive.scores, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ selection
+def test_layout_names_every_linear_output_neuron(planted):
+    layout = neuron_layout(planted)
+    cfg = planted.cfg
+    assert layout.n_neurons == cfg.n_layers * (5 * cfg.d_model + cfg.d_mlp)
+    value_96 = next(b for b in layout.blocks if (b.layer, b.module) == (2, "value")).start + 96
+    assert str(layout.neuron(value_96)) == "2.value.96"
+    assert layout.cell(value_96).index == (slice(None), 3, 0)  # head 3, first value dimension
+
+
+def test_selection_intersection_fusion_and_random_control():
+    importance = np.array([0.1, 5.0, 3.0, -1.0, 4.0, 0.0, 2.0, 1.0, 0.5, 0.2])
+    assert top_fraction(importance, 0.3).tolist() == [1, 4, 2]
+    assert top_fraction(importance, 0.01).tolist() == [1]  # at least one neuron
+    assert intersection(np.array([1, 4, 2]), np.array([2, 1, 7])).tolist() == [1, 2]
+    np.testing.assert_allclose(fusion(importance, -importance), 0.0)
+
+
+def test_random_control_matches_layers_and_modules(planted):
+    layout = neuron_layout(planted)
+    selected = np.array([5, 900, 901, 2600])
+    drawn = random_like(layout, selected, np.random.default_rng(0))
+    blocks = [(layout.block_of(int(i)).layer, layout.block_of(int(i)).module) for i in (*drawn, *selected)]
+    assert sorted(blocks[: len(drawn)]) == sorted(blocks[len(drawn) :])
+    assert len(set(drawn.tolist())) == len(selected)
+
+
+# ----------------------------------------------------------------------------- planted vs random twin
+def _finds_heads(attribution: Attribution, heads: set[tuple[int, int]]) -> tuple[bool, list[str]]:
+    """Whether the top 0.1 % fusion neurons are q/k/v neurons of ``heads``, and the q/k/v neurons of the
+    top 1 % cover exactly ``heads`` (attention-output and FFN neurons mix heads, so they are not counted)."""
+    layout, scheme = attribution.layout, attribution.scheme("fusion")
+    top = [layout.neuron(int(i)) for i in top_fraction(scheme, 0.001)]
+    wide = [layout.neuron(int(i)) for i in top_fraction(scheme, 0.01)]
+    head_of = {n: (n.layer, n.index // layout.d_head) for n in wide if n.module in ("query", "key", "value")}
+    ok = all(head_of.get(n) in heads for n in top) and set(head_of.values()) == heads
+    return ok, [str(n) for n in top]
+
+
+def test_top_nig_neurons_are_the_planted_heads_and_not_the_twins(planted, attributions):
+    heads = {*planted.truth.matching_heads, *planted.truth.scoring_heads}
+    ok, top = _finds_heads(attributions["planted"], heads)
+    assert ok, top
+    assert "2.value.96" in top  # the scoring head's value: everything the matching heads found, read by [CLS]
+    # The same claim on the random twin fails.
+    assert not _finds_heads(attributions["twin"], heads)[0]
+
+
+def test_pruning_top_neurons_hurts_planted_more_than_random_but_not_the_twin(planted, twin, attributions, data):
+    results = {}
+    for name, model in (("planted", planted), ("twin", twin)):
+        attribution = attributions[name]
+        selected = top_fraction(attribution.scheme("fusion"), 0.001)
+        results[name] = pruning_study(model, data.lists, attribution.layout, selected, repeats=REPEATS, seed=0)
+    planted_result, twin_result = results["planted"], results["twin"]
+    assert planted_result.p_vs_random < 0.05 and planted_result.drop_pct(planted_result.pruned) > 50
+    assert abs(planted_result.drop_pct(planted_result.random)) < 1
+    assert twin_result.p_vs_random >= 0.05, twin_result.table()
+
+
+# --------------------------------------------------------------------------------------------- errors
+def test_bad_inputs_are_refused(planted, data):
+    pairs = data.attribution[:1]
+    batch = planted.tokenize([pairs[0].query], [pairs[0].doc])
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        conductance(planted, batch, ["blocks.0.hook_resid_pre"], steps=0, batch_budget=8)
+    with pytest.raises(ValueError, match="batch_budget"):
+        conductance(planted, batch, ["blocks.0.hook_resid_pre"], steps=2, batch_budget=0)
+    with pytest.raises(ValueError, match="no pairs"):
+        neuron_integrated_gradients(planted, [], steps=2, batch_budget=8)
+    with pytest.raises(ValueError, match="modules must be"):
+        neuron_layout(planted, modules=("query", "output"))
+    for fraction in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="fraction"):
+            top_fraction(np.ones(10), fraction)
+    attribution = neuron_integrated_gradients(
+        planted, [LabelledPair(pairs[0].query, pairs[0].doc, True)], steps=2, batch_budget=8
+    )
+    with pytest.raises(ValueError, match="scheme must be"):
+        attribution.scheme("irrelevant")
+    with pytest.raises(ValueError, match="no non-relevant pair"):
+        attribution.scheme("non-relevant")
+    layout = attribution.layout
+    with pytest.raises(ValueError, match="repeats"):
+        pruning_study(planted, data.lists, layout, np.array([1]), repeats=1, seed=0)
+    with pytest.raises(ValueError, match="no neurons"):
+        pruning_study(planted, data.lists, layout, np.array([], dtype=int), repeats=2, seed=0)
+    with pytest.raises(ValueError, match="no reranking lists"):
+        pruning_study(planted, [], layout, np.array([1]), repeats=2, seed=0)
+
+
+# ---------------------------------------------------------------------------------------- suite property
+def test_suite_property_passes_on_planted_with_labelled_components(pytester):
+    result = pytester.runpytest_subprocess(
+        "--model=irmechtest:planted-bm25", "-k", "nig", f"--irmech-json={pytester.path / 'v.json'}"
+    )
+    result.assert_outcomes(passed=1)
+    (verdict,) = json.loads((pytester.path / "v.json").read_text())["verdicts"]
+    assert verdict["property"] == "nig-pruning" and verdict["value"] < 0.05
+    details = verdict["details"]
+    assert details["components"][0] == "2.value.96"
+    assert all(re.fullmatch(r"\d+\.[a-z_]+\.\d+", c) for c in details["components"])
+    assert details["seed"] == 0 and details["n_pairs"] == 8
+    kinds = {e["kind"]: e["data"] for e in verdict["evidence"]}
+    assert len(kinds["heatmap"]["row_labels"]) == 3 and len(kinds["heatmap"]["col_labels"]) == 6
+    assert kinds["table"]["rows"][1][0] == "NIG top"
