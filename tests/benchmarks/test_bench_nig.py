@@ -1,6 +1,6 @@
 """NIG on the embedded MiniLM at the quick profile's sizes: path points stacked along the batch vs one per pass.
 
-Run: pytest tests/benchmarks/test_bench_nig.py --benchmark-enable -p no:cacheprovider
+Run: pytest tests/benchmarks/test_bench_nig.py --benchmark-only -p no:cacheprovider
 Both methods run the same ``neuron_integrated_gradients`` (the naive one with a row budget of 1, i.e. one
 pair at one path point per forward and backward pass) in one run: compare the ratio of their means
 (docs/nig.md quotes it). The pruning study's cost is (repeats + 2) reranking passes over the lists.
