@@ -41,3 +41,19 @@ def report_verdicts():
         Verdict("tfc1", "org/<model>", 0.6, 0.9, details={"ci_low": 0.5, "ci_high": 0.7}, evidence=[table, examples]),
         Verdict.not_applicable("tfc1", "random", "bi-encoder: needs a classifier"),
     ]
+
+
+@pytest.fixture(scope="session")
+def planted():
+    """The planted-circuit cross-encoder as a hooked ranker (``.truth`` holds its answer key)."""
+    from irmechtest.controls import planted_ranker
+
+    return planted_ranker()
+
+
+@pytest.fixture(scope="session")
+def twin():
+    """The planted model's random-init twin: same shape and tokenizer, no circuit."""
+    from irmechtest.controls import planted_ranker
+
+    return planted_ranker(random=True)

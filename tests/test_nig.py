@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 
-from irmechtest.controls import planted_ranker
 from irmechtest.nig import (
     Attribution,
     Reranker,
@@ -33,16 +32,6 @@ from irmechtest.reranking import (
 
 # Small sizes: the planted model is 3 layers x 4 heads, so the study runs in seconds.
 STEPS, BUDGET, REPEATS = 20, 256, 5
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_ranker()
-
-
-@pytest.fixture(scope="module")
-def twin():
-    return planted_ranker(random=True)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from irmechtest.ablation import ablation_hooks
-from irmechtest.controls import planted_ranker, random_cross_encoder
+from irmechtest.controls import random_cross_encoder
 from irmechtest.models import InputError
 from irmechtest.patching import (
     _frozen_patches,
@@ -32,16 +32,6 @@ PLANTED_PAIRS = [
     ("doctor salary", "the a work in the city", "the doctor work in the city"),
 ]
 EXACT = 1e-5
-
-
-@pytest.fixture(scope="module")
-def planted():
-    return planted_ranker()
-
-
-@pytest.fixture(scope="module")
-def twin():
-    return planted_ranker(random=True)
 
 
 @pytest.fixture(scope="module")
