@@ -28,11 +28,39 @@ def circuit_inputs():
         if key not in cache:
             text = C.probe_text(ranker, settings["n_pairs"], settings["seed"], settings["idf_source"])
             runs = C.diagnostic_runs(ranker, text, seed=settings["seed"], max_length=settings["max_length"])
-            cache[key] = {"text": text, "runs": runs, "maps": {}}
+            cache[key] = {"text": text, "runs": runs, "maps": {}, "heads": {}}
         entry = cache[key]
         if method not in entry["maps"]:
             entry["maps"][method] = C.head_maps(ranker, entry["runs"], method)
-        return entry["text"], entry["runs"], entry["maps"][method]
+        return entry["text"], entry["runs"], entry["maps"][method], entry["heads"]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def matching_heads(circuit_inputs):
+    """``find_matching_heads`` per sample and rule: matching-heads and circuit-fit share one search."""
+
+    def get(ranker, settings, **rule):
+        _, runs, maps, found = circuit_inputs(ranker, settings)
+        key = ("matching", *sorted(rule.items()))
+        if key not in found:
+            found[key] = C.find_matching_heads(ranker, runs, maps, **rule)
+        return found[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def scoring_heads(circuit_inputs):
+    """``find_scoring_heads`` per sample and rule: scoring- and contextualisation-heads share its path patching."""
+
+    def get(ranker, settings, **rule):
+        text, runs, _, found = circuit_inputs(ranker, settings)
+        key = ("scoring", *sorted(rule.items()))
+        if key not in found:
+            found[key] = C.find_scoring_heads(ranker, runs, text.idf, **rule)
+        return found[key]
 
     return get
 
@@ -52,10 +80,10 @@ def sample(settings, runs) -> dict[str, Any]:
 
 
 @pytest.mark.irmech_property("matching-heads", applies_to=CROSS, reason=NO_QD)
-def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs):
+def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, matching_heads):
     s = irmech_settings
-    _, runs, maps = circuit_inputs(ranker, s)
-    found = C.find_matching_heads(ranker, runs, maps, min_effect=s["min_effect"], min_attention_r=s["min_attention_r"])
+    _, runs, _, _ = circuit_inputs(ranker, s)
+    found = matching_heads(ranker, s, min_effect=s["min_effect"], min_attention_r=s["min_attention_r"])
     names = ", ".join(map(C.head_label, found.heads)) or "none"
     ablation = "; ".join(
         f"{a}: {x.removed:.0%} of the effect removed, mean perturbed score {x.perturbed_before:.3g} -> "
@@ -86,10 +114,10 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs)
 
 
 @pytest.mark.irmech_property("scoring-heads", applies_to=CROSS, reason=NO_QD)
-def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs):
+def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
-    text, runs, _ = circuit_inputs(ranker, s)
-    found = C.find_scoring_heads(ranker, runs, text.idf, min_effect=s["min_effect"])
+    _, runs, _, _ = circuit_inputs(ranker, s)
+    found = scoring_heads(ranker, s, min_effect=s["min_effect"])
     names = ", ".join(f"{C.head_label(h)} (IDF r {found.idf_r[h]:+.2f})" for h in found.heads) or "none"
     irmech_verdict(
         Verdict(
@@ -109,10 +137,10 @@ def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs):
 
 
 @pytest.mark.irmech_property("contextualisation-heads", applies_to=CROSS, reason=NO_QD)
-def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs):
+def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
-    text, runs, _ = circuit_inputs(ranker, s)
-    scoring = C.find_scoring_heads(ranker, runs, text.idf, min_effect=s["scoring_min_effect"])
+    text, runs, _, _ = circuit_inputs(ranker, s)
+    scoring = scoring_heads(ranker, s, min_effect=s["scoring_min_effect"])
     found = C.find_contextualisation_heads(
         ranker, runs, text.idf, scoring.heads, min_effect=s["min_effect"], min_idf_r=s["min_idf_r"]
     )
@@ -143,7 +171,7 @@ def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circui
 @pytest.mark.irmech_property("tfc1-stmc1-maps")
 def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict, circuit_inputs):
     s = irmech_settings
-    _, runs, maps = circuit_inputs(ranker, s, s["method"])
+    _, runs, maps, _ = circuit_inputs(ranker, s, s["method"])
     corr = C.map_correlation(maps, n_boot=s["n_boot"], seed=s["seed"])
     low, high = corr.specificity_ci
     irmech_verdict(
@@ -171,12 +199,11 @@ def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict
 
 
 @pytest.mark.irmech_property("circuit-fit", applies_to=CROSS, reason=NO_QD)
-def test_linear_circuit_fit(ranker, irmech_settings, irmech_verdict, circuit_inputs):
+def test_linear_circuit_fit(ranker, irmech_settings, irmech_verdict, matching_heads):
     s = irmech_settings
     match_settings = dict(s, n_pairs=s["match_pairs"])
-    _, runs, maps = circuit_inputs(ranker, match_settings)
-    heads = C.find_matching_heads(
-        ranker, runs, maps, min_effect=s["matching_min_effect"], min_attention_r=s["matching_min_attention_r"]
+    heads = matching_heads(
+        ranker, match_settings, min_effect=s["matching_min_effect"], min_attention_r=s["matching_min_attention_r"]
     ).heads
     details: dict[str, Any] = {"seed": s["seed"], "n_pairs": s["n_pairs"], "components": [], "effects": {}}
     if not heads:
