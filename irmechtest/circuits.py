@@ -31,7 +31,7 @@ from scipy import stats
 
 from irmechtest.ablation import ablation_hooks
 from irmechtest.axioms import AxiomContext, query_terms
-from irmechtest.datasets import DEFAULT_IDF, QueryDocPair, embedding_neighbours, idf_vector, load_pairs
+from irmechtest.datasets import DEFAULT_IDF, QueryDocPair, bm25_tf, embedding_neighbours, idf_vector, load_pairs
 from irmechtest.models import Batch, HookedRanker, InputError
 from irmechtest.pairs import MinimalPair, build_pairs
 from irmechtest.patching import (
@@ -610,7 +610,7 @@ def bm25_scores(
     out = np.zeros(len(query_ids))
     for i, (q, d) in enumerate(zip(query_ids, doc_ids, strict=True)):
         tf = np.array([np.sum(d == t) for t in q], dtype=float)
-        out[i] = np.sum(weights[q] * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(d) / avgdl)))
+        out[i] = np.sum(weights[q] * bm25_tf(tf, len(d), avgdl, k1, b))
     return out
 
 

@@ -313,6 +313,11 @@ def bm25_idf(df: int, n_docs: int) -> float:
     return math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
 
 
+def bm25_tf(tf: np.ndarray, length: np.ndarray | float, avgdl: float, k1: float, b: float) -> np.ndarray:
+    """BM25's saturating, length-normalised term-frequency factor: what multiplies a term's IDF."""
+    return tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl))
+
+
 def corpus_idf(documents: Iterable[str], tokenizer: Any | None = None, *, batch_size: int = 1024) -> dict[str, float]:
     """IDF from document frequencies over ``documents``: word level, or token level with a tokenizer
     (WordPiece pieces, as in the shipped table, so the two can be compared)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from irmechtest.datasets import bm25_idf, load_pairs, words
+from irmechtest.datasets import bm25_idf, bm25_tf, load_pairs, words
 
 # Anserini's BM25 defaults for MS MARCO passage: the usual "BM25 negatives" of the literature.
 BM25_K1, BM25_B = 0.9, 0.4
@@ -54,7 +54,7 @@ def bm25_scores(query: str, pool: Sequence[str], k1: float = BM25_K1, b: float =
         if term not in df:
             continue
         tf = np.array([d[term] for d in docs], dtype=float)
-        scores += bm25_idf(df[term], len(docs)) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * lengths / avg))
+        scores += bm25_idf(df[term], len(docs)) * bm25_tf(tf, lengths, avg, k1, b)
     return scores
 
 
