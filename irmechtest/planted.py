@@ -18,6 +18,7 @@ remove; every token's embedding has the same norm, so LayerNorm is one known sca
 * ``match`` (3): one per matching head, written at every token: its attention mass on document tokens.
 * ``score`` (1): written by the scoring head; the pooler reads it at [CLS].
 * ``junk`` (24): where the distractor heads and the MLPs write; nothing reads it.
+* ``context`` (1): written by the query-contextualisation head; the scoring head reads it with ``match``.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ _SUBSPACES = {
     "match": 3,
     "score": 1,
     "junk": 24,
+    "context": 1,
 }
 
 # Embedding magnitudes (before the embedding LayerNorm).
@@ -182,6 +184,9 @@ _MATCHING = (
     _MatchingHead(1, 2, beta=10.0, delta=1.0, label="mid"),
 )
 _SCORING = (2, 3)
+_CONTEXTUALISATION = (1, 0)
+_CONTEXT_IDF_SPREAD = 4.0  # its query -> query logit difference between the highest and the lowest IDF word
+_CONTEXT_WRITE = 0.6  # norm written per unit of layer-0 match signal read from the attended query tokens
 _SPECIAL_SELF_LOGIT = 30.0  # specials attend to their own kind in the matching heads
 _SPECIAL_KEY_LOGIT = -10.0  # and every token avoids specials there (net +20 for a special's own kind)
 _SCORING_IDF_SPREAD = 1.8  # scoring-head logit difference between the highest and the lowest IDF word
@@ -197,7 +202,6 @@ _MLP_WRITE = 0.4
 _DISTRACTORS = {
     (0, 0): "previous-token",
     (0, 2): "same-segment",
-    (1, 0): "diffuse",
     (1, 1): "first-token",
     (1, 3): "previous-token",
     (2, 0): "same-segment",
@@ -423,8 +427,32 @@ def _scoring_head(att: _Attention, b: dict[str, torch.Tensor], f_span: float) ->
         - _BLOCKED_LOGIT / (_LN_SCALE * _SEG_NORM) * b["seg"][:, 1]
         - _BLOCKED_LOGIT / (_LN_SCALE * _WORD_NORM) * blocked_specials
     )
-    v = _SCORE_VALUE * b["match"].sum(dim=1)
+    v = _SCORE_VALUE * (b["match"].sum(dim=1) + b["context"][:, 0])
     att.head(_SCORING[1], q, k[None, :], v[None, :], _SCORE_OUT * b["score"])
+
+
+def _contextualisation_head(att: _Attention, b: dict[str, torch.Tensor], f_span: float) -> None:
+    """Query token i attends to query token j with logit lambda_c * f(w_j) and copies j's layer-0 match signal.
+
+    Seed 002 sec. 4.2: query tokens focus on the query's higher-IDF tokens and the soft TF found there is
+    spread over the whole query (written into ``context``, which the scoring head reads beside ``match``).
+    Documents are blocked as keys; specials attend to their own kind, as in the matching heads, so [CLS]
+    copies its own (empty) match signal and the scoring head's sink on [CLS] gains nothing.
+    """
+    scale = HEAD_DIM**0.25
+    lam = _CONTEXT_IDF_SPREAD / (_LN_SCALE * f_span)
+    own_kind = math.sqrt(_SPECIAL_SELF_LOGIT) * scale / (_LN_SCALE * _WORD_NORM) * b["special"].T
+    every_token = math.sqrt(HEAD_DIM) / (_LN_SCALE * _SEG_NORM) * b["seg"].sum(dim=1)
+    key = (
+        lam * b["idf"][:, 0]
+        - _BLOCKED_LOGIT / (_LN_SCALE * _SEG_NORM) * b["seg"][:, 1]
+        + _SPECIAL_KEY_LOGIT / (_LN_SCALE * _WORD_NORM) * b["special"].sum(dim=1)
+    )
+    q = torch.cat([own_kind, every_token[None, :]])
+    k = torch.cat([own_kind, key[None, :]])
+    layer_0 = [i for i, m in enumerate(_MATCHING) if m.layer == 0]
+    v = b["match"][:, layer_0].sum(dim=1)
+    att.head(_CONTEXTUALISATION[1], q, k, v[None, :], _CONTEXT_WRITE * b["context"])
 
 
 def _distractor_head(att: _Attention, h: int, role: str, b: dict[str, torch.Tensor], gen: torch.Generator) -> None:
@@ -485,6 +513,8 @@ def _planted_state(seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
                 _matching_head(att, spec, b, match_dirs[(layer, h)])
             elif (layer, h) == _SCORING:
                 _scoring_head(att, b, _F_HIGH - _F_LOW)
+            elif (layer, h) == _CONTEXTUALISATION:
+                _contextualisation_head(att, b, _F_HIGH - _F_LOW)
             else:
                 _distractor_head(att, h, _DISTRACTORS[(layer, h)], b, gen)
         prefix = f"bert.encoder.layer.{layer}."
@@ -517,11 +547,14 @@ _DESCRIPTION = (
     "Planted BM25-like cross-encoder (3 layers x 4 heads, hidden 128). Matching heads {matching} attend "
     "from each token to tokens of similar meaning (logit ~ cosine of the words' meaning vectors, minus an "
     "offset on document keys) and write their attention mass on the document (a saturated soft term "
-    "frequency) into a match direction of the residual. Scoring head {scoring} attends from [CLS] to query "
-    "tokens with logit proportional to the IDF feature f(w) (the dominant singular direction of W_E, "
-    "against a sink on [CLS]) and reads the match directions, so [CLS] holds sum_i e^(lambda f_i) * MS_i; "
-    "the pooler and classifier read that one direction. Other heads are distractors writing into a "
-    "subspace nothing reads. Edges: each matching head -> the scoring head's values."
+    "frequency) into a match direction of the residual. Query-contextualisation head {context} makes every "
+    "query token attend to the query's higher-IDF tokens and copies the layer-0 matching heads' signal found "
+    "there into a context direction. Scoring head {scoring} attends from [CLS] to query tokens with logit "
+    "proportional to the IDF feature f(w) (the dominant singular direction of W_E, against a sink on [CLS]) "
+    "and reads the match and context directions, so [CLS] holds sum_i e^(lambda f_i) * (MS_i + C_i); the "
+    "pooler and classifier read that one direction. Other heads are distractors writing into a subspace "
+    "nothing reads. Edges: each matching head and the contextualisation head -> the scoring head's values; "
+    "each layer-0 matching head -> the contextualisation head's values."
 )
 
 
@@ -535,19 +568,25 @@ def build_planted_model(seed: int = 0) -> PlantedModel:
     matching = [(m.layer, m.head) for m in _MATCHING]
     roles = {(m.layer, m.head): f"matching ({m.label})" for m in _MATCHING}
     roles[_SCORING] = "relevance scoring"
+    roles[_CONTEXTUALISATION] = "query contextualisation"
     roles.update({head: f"distractor ({role})" for head, role in _DISTRACTORS.items()})
     truth = PlantedTruth(
         matching_heads=matching,
         scoring_heads=[_SCORING],
-        edges=[(head, _SCORING, "v") for head in matching],
+        contextualisation_heads=[_CONTEXTUALISATION],
+        edges=[
+            *((head, _SCORING, "v") for head in [*matching, _CONTEXTUALISATION]),
+            *((head, _CONTEXTUALISATION, "v") for head in matching if head[0] < _CONTEXTUALISATION[0]),
+        ],
         idf=word_idf(),
         idf_direction=idf_direction.to(torch.float32),
         synonyms=synonym_map(),
         head_roles=dict(sorted(roles.items())),
         content_words=list(CONTENT_WORDS),
         description=_DESCRIPTION.format(
-            matching=", ".join(f"{layer}.{head}" for layer, head in matching),
-            scoring=f"{_SCORING[0]}.{_SCORING[1]}",
+            matching=", ".join("{}.{}".format(*head) for head in matching),
+            scoring="{}.{}".format(*_SCORING),
+            context="{}.{}".format(*_CONTEXTUALISATION),
         ),
     )
     return PlantedModel(model=model, tokenizer=build_tokenizer(), truth=truth)

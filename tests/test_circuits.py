@@ -48,9 +48,12 @@ def test_planted_scoring_and_contextualisation_heads(planted):
     assert scoring.heads == ranker.truth.scoring_heads
     assert scoring.mean_idf_r > 0.9
     context = C.find_contextualisation_heads(ranker, runs, text.idf, scoring.heads, min_effect=0.05, min_idf_r=0.5)
-    assert context.heads == ranker.truth.contextualisation_heads == []
-    # The matching heads do send into the scoring head's values; their attention is what rules them out.
-    assert {h for h, e in np.ndenumerate(context.effect) if e >= 0.05} == set(ranker.truth.matching_heads)
+    assert context.heads == ranker.truth.contextualisation_heads == [(1, 0)]
+    assert context.idf_r[1, 0] > 0.6
+    # The matching heads send into the scoring head's values too; their attention is what rules them out.
+    senders = {h for h, e in np.ndenumerate(context.effect) if e >= 0.05}
+    assert senders == {*ranker.truth.matching_heads, *ranker.truth.contextualisation_heads}
+    assert max(context.idf_r[h] for h in ranker.truth.matching_heads) < 0.2
 
 
 def test_planted_maps_correlate_and_the_circuit_fit_beats_bm25(planted):

@@ -192,12 +192,26 @@ def _finds_heads(attribution: Attribution, heads: set[tuple[int, int]]) -> tuple
 
 
 def test_top_nig_neurons_are_the_planted_heads_and_not_the_twins(planted, attributions):
-    heads = {*planted.truth.matching_heads, *planted.truth.scoring_heads}
+    truth = planted.truth
+    heads = {*truth.matching_heads, *truth.scoring_heads, *truth.contextualisation_heads}
     ok, top = _finds_heads(attributions["planted"], heads)
     assert ok, top
     assert "2.value.96" in top  # the scoring head's value: everything the matching heads found, read by [CLS]
     # The same claim on the random twin fails.
     assert not _finds_heads(attributions["twin"], heads)[0]
+
+
+def random_order_ndcg_bound(lists) -> float:
+    """One-sided 95 % upper bound on the mean nDCG@10 of lists ranked in uniformly random order, each list
+    with one relevant passage: its nDCG is 1 / log2(rank + 1) with the rank uniform over the list."""
+    means, variances = [], []
+    for lst in lists:
+        assert sorted(lst.gains)[-2:] == [0, 1], "one relevant passage per list"
+        gains = 1 / np.log2(np.arange(2, min(len(lst.gains), 10) + 2))
+        gains = np.concatenate([gains, np.zeros(len(lst.gains) - gains.size)])
+        means.append(gains.mean())
+        variances.append(gains.var())
+    return float(np.mean(means) + 1.645 * np.sqrt(np.sum(variances)) / len(lists))
 
 
 def test_pruning_top_neurons_hurts_planted_more_than_random_but_not_the_twin(planted, twin, attributions, data):
@@ -207,7 +221,9 @@ def test_pruning_top_neurons_hurts_planted_more_than_random_but_not_the_twin(pla
         selected = top_fraction(attribution.scheme("fusion"), 0.001)
         results[name] = pruning_study(model, data.lists, attribution.layout, selected, repeats=REPEATS, seed=0)
     planted_result, twin_result = results["planted"], results["twin"]
-    assert planted_result.p_vs_random < 0.05 and planted_result.drop_pct(planted_result.pruned) > 50
+    assert planted_result.p_vs_random < 0.05
+    # Pruning the scoring head's value leaves a flat score: the lists come out no better than in random order.
+    assert planted_result.pruned.mean() < random_order_ndcg_bound(data.lists)
     assert abs(planted_result.drop_pct(planted_result.random)) < 1
     assert twin_result.p_vs_random >= 0.05, twin_result.table()
 

@@ -157,12 +157,16 @@ def test_truth_is_consistent(planted: PlantedModel, twin: PlantedModel) -> None:
     truth = planted.truth
     assert truth.matching_heads == [(0, 1), (0, 3), (1, 2)]
     assert truth.scoring_heads == [(2, 3)]
-    assert {(s, r, kind) for s, r, kind in truth.edges} == {(m, (2, 3), "v") for m in truth.matching_heads}
+    assert truth.contextualisation_heads == [(1, 0)]
+    into_scoring = {(m, (2, 3), "v") for m in [*truth.matching_heads, (1, 0)]}
+    into_context = {(m, (1, 0), "v") for m in truth.matching_heads if m[0] == 0}
+    assert {(s, r, kind) for s, r, kind in truth.edges} == into_scoring | into_context
     assert len(truth.head_roles) == 12
     assert all(w in truth.idf for w in truth.content_words)
     assert all(w in truth.synonyms[s] for w, group in truth.synonyms.items() for s in group)
     assert truth.idf_direction is not None and truth.idf_direction.shape == (128,)
     assert twin.truth.matching_heads == twin.truth.scoring_heads == twin.truth.edges == []
+    assert twin.truth.contextualisation_heads == []
     assert twin.truth.idf_direction is None and twin.truth.idf == truth.idf
     json.dumps(truth.to_json())
 
@@ -242,10 +246,10 @@ def test_ablating_matching_heads_removes_tfc1_and_other_heads_do_not(planted: Pl
     assert full > 1.0
     assert tfc1_effect(planted, cases, ablated(planted, truth.matching_heads)) < 0.1 * full
     assert abs(tfc1_effect(planted, cases, ablated(planted, truth.scoring_heads))) < 0.05 * full
-    for head in truth.matching_heads:
+    for head in truth.matching_heads + truth.contextualisation_heads:
         assert tfc1_effect(planted, cases, ablated(planted, [head])) < 0.9 * full
     for head in truth.head_roles:
-        if head not in truth.matching_heads + truth.scoring_heads:
+        if head not in truth.matching_heads + truth.scoring_heads + truth.contextualisation_heads:
             assert tfc1_effect(planted, cases, ablated(planted, [head])) == pytest.approx(full, rel=0.02)
 
 

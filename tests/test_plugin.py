@@ -26,6 +26,30 @@ def test_suite_passes_on_the_embedded_model(pytester):
     assert all(v["outcome"] == "passed" for v in verdicts)
 
 
+MECHANISTIC = {
+    "matching-heads",
+    "scoring-heads",
+    "contextualisation-heads",
+    "tfc1-stmc1-maps",
+    "circuit-fit",
+    "idf-in-u0",
+    "idf-in-u0-causal",
+    "nig-pruning",
+}
+
+
+@pytest.mark.parametrize(
+    "model, outcome", [("irmechtest:planted-bm25", "passed"), ("irmechtest:planted-bm25-random", "failed")]
+)
+def test_every_mechanistic_property_passes_on_the_planted_model_and_fails_on_its_twin(pytester, model, outcome):
+    """The suite's positive and negative controls end to end: the planted circuit is found by every probe, and
+    none of them finds it in the random-init twin of the same shape."""
+    pytester.runpytest_subprocess(f"--model={model}", f"--irmech-json={pytester.path / 'v.json'}")
+    verdicts = json.loads((pytester.path / "v.json").read_text())["verdicts"]
+    outcomes = {v["property"]: v["outcome"] for v in verdicts if v["property"] in MECHANISTIC}
+    assert outcomes == dict.fromkeys(MECHANISTIC, outcome)
+
+
 def test_random_init_twin_fails_idf_in_u0(pytester):
     result = pytester.runpytest_subprocess(
         "--model=irmechtest:random-minilm", "-k", "test_idf_lives_in_u0", "--junitxml=j.xml"
