@@ -47,6 +47,7 @@ CONFIG_KEY = pytest.StashKey[Configuration]()
 BASELINE_KEY = pytest.StashKey[dict[str, Any] | None]()
 RESULT_KEY = pytest.StashKey["RunResult"]()
 WORKER_OUTPUT = "irmechtest"
+GATE_FAILED = "baseline gate failed"  # the category the final summary line counts a failed gate under
 
 
 @dataclass
@@ -317,6 +318,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(head, red=failed, green=not failed, bold=True)
         for line in lines:
             terminalreporter.write_line(line)
+        if failed:
+            # Every test may have passed: the final "N passed" line must still say that the run failed.
+            # Other plugins read every entry of ``stats`` as a report, so the entry is one.
+            gate = pytest.TestReport(
+                "irmechtest::baseline-gate", ("irmechtest", None, "baseline gate"), {}, "failed", head, "call"
+            )
+            terminalreporter.stats.setdefault(GATE_FAILED, []).append(gate)
     for option, what in (("irmech_report", "HTML report"), ("irmech_save_baseline", "baseline saved")):
         path = config.getoption(option, None)
         if path:

@@ -192,6 +192,7 @@ def test_baseline_gate_fails_on_drift_with_a_diff_and_passes_on_its_own_fingerpr
         ]
     )
     assert "baseline gate FAILED" in (pytester.path / "r.html").read_text()
+    result.stdout.fnmatch_lines(["=* 1 passed, * 1 baseline gate failed in *"])
     result = pytester.runpytest_subprocess(*args, "--irmech-baseline=new.json")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["baseline gate passed against new.json"])
