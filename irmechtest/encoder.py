@@ -124,9 +124,19 @@ class HookedBlock(nn.Module):
         for name in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post", "normalized_resid_post"):
             setattr(self, f"hook_{name}", HookPoint())
 
-    def forward(self, resid_pre: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
-        resid_pre = self.hook_resid_pre(resid_pre)
-        attn_out = self.hook_attn_out(self.attn(resid_pre, additive_mask))
+    def forward(
+        self, resid_pre: torch.Tensor, additive_mask: torch.Tensor, attn_out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The block's output; a given ``attn_out`` (this block's attention output) resumes after attention.
+
+        Resuming is how the patching engine skips the Q / K / V projections, attention and output projection
+        of a layer whose attention output it already knows. Then ``hook_resid_pre`` and every ``attn.hook_*``
+        of this block do not fire; ``hook_attn_out`` and every hook after it do.
+        """
+        if attn_out is None:
+            resid_pre = self.hook_resid_pre(resid_pre)
+            attn_out = self.attn(resid_pre, additive_mask)
+        attn_out = self.hook_attn_out(attn_out)
         normalized_mid = self.ln1(self.hook_resid_mid(resid_pre + attn_out))
         mlp_out = self.hook_mlp_out(self.mlp(normalized_mid))
         resid_post = self.hook_resid_post(normalized_mid + mlp_out)

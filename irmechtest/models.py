@@ -89,6 +89,17 @@ class Batch:
         """Rows of the batch (a slice, indices, or a repeat pattern for stacking patched copies)."""
         return self._map(lambda t: t[rows])
 
+    def prefix(self, length: int) -> Batch:
+        """The first ``length`` positions (query embeddings untouched): with right padding, a batch whose
+        rows are all at most ``length`` real tokens long scores the same without the padding beyond it."""
+        return replace(
+            self,
+            input_ids=self.input_ids[:, :length],
+            attention_mask=self.attention_mask[:, :length],
+            position_ids=self.position_ids[:, :length],
+            token_type_ids=None if self.token_type_ids is None else self.token_type_ids[:, :length],
+        )
+
 
 class HookedRanker(HookedRootModule):
     """A ranker whose every activation is a TransformerLens-named hook point.
@@ -255,11 +266,18 @@ class HookedRanker(HookedRootModule):
         return self.hook_full_embed(x)
 
     def run_blocks(
-        self, batch: Batch, resid: torch.Tensor, start_at_layer: int = 0, stop_at_layer: int | None = None
+        self,
+        batch: Batch,
+        resid: torch.Tensor,
+        start_at_layer: int = 0,
+        stop_at_layer: int | None = None,
+        attn_out: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Blocks ``start_at_layer`` up to ``stop_at_layer``; ``attn_out`` resumes the first after its attention
+        (``HookedBlock.forward`` says which of its hooks then do not fire)."""
         mask = self._additive_mask(batch.attention_mask)
-        for block in self.blocks[start_at_layer:stop_at_layer]:
-            resid = block(resid, mask)
+        for i, block in enumerate(self.blocks[start_at_layer:stop_at_layer]):
+            resid = block(resid, mask, attn_out if i == 0 else None)
         return resid
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -302,18 +320,19 @@ class HookedRanker(HookedRootModule):
         start_at_layer: int = 0,
         resid: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        attn_out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scores of a batch, shape [batch].
 
         ``start_at_layer`` with ``resid`` (that layer's ``resid_pre``) skips the layers below: the patching
-        engine starts patched copies where the patch is instead of recomputing what cannot change.
+        engine starts patched copies where the patch is instead of recomputing what cannot change. With
+        ``attn_out`` (that layer's attention output) too, the layer resumes after its attention.
         """
-        if start_at_layer:
-            if resid is None:
-                raise ValueError("start_at_layer needs resid, the residual stream entering that layer")
-        else:
+        if resid is None:
+            if start_at_layer or attn_out is not None:
+                raise ValueError("start_at_layer and attn_out need resid, the residual stream entering that layer")
             resid = self.embed_inputs(batch, inputs_embeds)
-        final = self.run_blocks(batch, resid, start_at_layer)
+        final = self.run_blocks(batch, resid, start_at_layer, attn_out=attn_out)
         return self.score_from_resid(batch, final)
 
     # --------------------------------------------------------------------------------- bi-encoder

@@ -12,10 +12,13 @@ how much of the score gap moves with it:
 Both are reported as ``(patched - target) / (source - target)`` per pair, target being the run patched
 into. Pairs whose score gap is below a tolerance cannot be normalised: they are excluded and counted.
 
-Why batched: MechIR runs one full forward pass per patched cell. Here the copies of a layer's cells are
-stacked along the batch dimension and start at that layer from the cached ``resid_pre`` (layers below a
-patch cannot change), bounded by ``batch_budget`` copies per forward. ``batched=False`` is the naive
-one-forward-per-cell loop, kept as the reference the engine is tested against. Attribution patching
+Why batched: MechIR runs one full forward pass per patched cell over the padded batch. Here the copies of a
+layer's cells are stacked along the batch dimension and start at that layer from the cached ``resid_pre``
+(layers below a patch cannot change), bounded by ``batch_budget`` copies per forward; copies of pairs of
+similar length share a forward trimmed to their real length (no arithmetic on padding), and a head patch
+resumes after the patched layer's attention (its output is the cached one plus the head's change through
+W_O). ``batched=False`` is the naive one-forward-per-cell loop, kept as the reference the engine is tested
+against. Attribution patching
 replaces the exact runs by a first-order estimate, ``(source - target) . d score / d activation``, for every
 cell at once. Path patching (Pathway to Relevance, appendix C) is documented in docs/patching.md.
 """
@@ -33,6 +36,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from irmechtest.encoder import HookedAttention
 from irmechtest.hooks import ActivationCache, HookSpec
 from irmechtest.models import Batch, HookedRanker, InputError
 
@@ -76,6 +80,12 @@ class PairRuns:
     @property
     def seq_len(self) -> int:
         return self.baseline.batch.seq_len
+
+    @property
+    def right_padded(self) -> bool:
+        """Whether every row's real tokens come first, so that cutting the padding off is a prefix."""
+        mask = self.baseline.batch.attention_mask.bool()
+        return bool((mask == (torch.arange(self.seq_len, device=mask.device) < self.lengths[:, None])).all())
 
     def sides(self, direction: Direction) -> tuple[Side, Side]:
         """(target, source): the run patched into and the run activations come from."""
@@ -321,11 +331,16 @@ def _result(
     gap = (source.scores - target.scores)[:, None]
     values = ((patched - target.scores[:, None]) / gap).double().cpu().numpy()
     if positions:
-        cell_pos = torch.tensor([-1 if p is None else p for p in positions])
-        values[(cell_pos[None, :] >= runs.lengths.cpu()[:, None]).numpy()] = np.nan
+        values[_padding(runs, positions).cpu().numpy()] = np.nan
     shape = (runs.n_pairs, *(len(coords[d]) for d in dims))
     scores = patched.double().cpu().numpy().reshape(shape)
     return PatchResult(values.reshape(shape), scores, dims, coords, runs.excluded, method)
+
+
+def _padding(runs: PairRuns, positions: Sequence[int | None]) -> torch.Tensor:
+    """[pair, cell]: whether the cell sits at a padding position of the pair (all-position cells never do)."""
+    cell_pos = torch.tensor([-1 if p is None else p for p in positions], device=runs.lengths.device)
+    return cell_pos[None, :] >= runs.lengths[:, None]
 
 
 def _grid_result(runs: PairRuns, grid: Grid, patched: torch.Tensor, direction: Direction, method: str) -> PatchResult:
@@ -355,6 +370,55 @@ def _is_out_of_memory(error: BaseException) -> bool:
     )
 
 
+_SLACK = 0.9  # a batched chunk holds rows at least this share of its longest row's real length
+
+
+def _pre_attention(name: str, layer: int) -> bool:
+    """Hooks of ``layer`` that fire before its attention output (they do not fire when a run resumes after it)."""
+    return name == f"blocks.{layer}.hook_resid_pre" or name.startswith(f"blocks.{layer}.attn.")
+
+
+def _patched_attn_out(
+    attn: HookedAttention, attn_out: torch.Tensor, z_target: torch.Tensor, mask: torch.Tensor, z_source: torch.Tensor
+) -> torch.Tensor:
+    """The attention output of a run whose ``hook_z`` is patched, from the unpatched run's.
+
+    The output projection is linear, so only the patched heads' change in z passes through W_O (one head's
+    slice each: 1 / n_heads of the projection); its bias is already in ``attn_out``.
+    """
+    delta = torch.where(mask, z_source, z_target) - z_target  # [rows, pos, head, d_head]
+    rows, heads = torch.nonzero(mask.any(dim=3).any(dim=1), as_tuple=True)
+    return attn_out.index_add(0, rows, torch.bmm(delta[rows, :, heads], attn.W_O[heads]))
+
+
+def _start(
+    ranker: HookedRanker,
+    runs: PairRuns,
+    target: Side,
+    layer: int,
+    pairs: torch.Tensor,
+    length: int,
+    patches: Patches,
+    record: Sequence[str],
+) -> dict[str, Any]:
+    """Forward arguments that start copies at ``layer`` from the target's cache, after its attention when
+    the only patch before there is on ``attn.hook_z`` (that patch is then taken out of ``patches``)."""
+    start: dict[str, Any] = {
+        "start_at_layer": layer,
+        "resid": target.cache[f"blocks.{layer}.hook_resid_pre"][pairs, :length],
+    }
+    z_hook = f"blocks.{layer}.attn.hook_z"
+    others = [name for name in [*patches, *record] if name != z_hook]
+    if z_hook in patches and not runs.hooks and not any(_pre_attention(name, layer) for name in others):
+        start["attn_out"] = _patched_attn_out(
+            ranker.blocks[layer].attn,
+            target.cache[f"blocks.{layer}.hook_attn_out"][pairs, :length],
+            target.cache[z_hook][pairs, :length],
+            *patches.pop(z_hook),
+        )
+    return start
+
+
 def _run_rows(
     ranker: HookedRanker,
     runs: PairRuns,
@@ -369,45 +433,60 @@ def _run_rows(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Score patched copies of the target run, one row per copy, ``batch_budget`` copies per forward.
 
-    Batched copies start at ``start_layer`` from the target's cached ``resid_pre``; the naive path
-    (``batched=False``) runs each copy alone from the embeddings. Both apply the same patches. A forward
-    pass that runs out of memory is retried with half as many copies (with a warning) down to one copy.
+    Batched copies start at ``start_layer`` from the target's cached ``resid_pre``, ordered by their pair's
+    real length and trimmed to the longest in each chunk, so no arithmetic is spent on padding beyond it
+    (exact: padding keys are masked and pooling ignores padding). A chunk whose only patch in that layer is
+    on ``attn.hook_z`` resumes after the layer's attention from the target's cached ``attn_out`` (see
+    ``_patched_attn_out``), unless ``runs.hooks`` are active. The naive path (``batched=False``) runs each
+    copy alone from the embeddings, padded. Recorded activations come back padded to ``runs.seq_len`` with
+    zeros. A forward pass that runs out of memory is retried with half as many copies (with a warning) down
+    to one copy.
     """
     if batch_budget < 1:
         raise ValueError(f"batch_budget must be >= 1 (copies per forward pass), got {batch_budget}")
     step = batch_budget if batched else 1
-    start = start_layer if batched else 0
-    rows = torch.arange(len(pair_of_row), device=pair_of_row.device)
-    scores: list[torch.Tensor] = []
-    recorded: dict[str, list[torch.Tensor]] = {}
+    row_lengths = runs.lengths[pair_of_row]
+    order = torch.argsort(row_lengths, descending=True, stable=True)
+    trim = batched and runs.right_padded
+    scores = torch.empty(len(pair_of_row), device=target.scores.device, dtype=target.scores.dtype)
+    recorded: dict[str, torch.Tensor] = {}
     lo = 0
     with torch.no_grad():
-        while lo < len(rows):
-            chunk, pairs = rows[lo : lo + step], pair_of_row[lo : lo + step]
-            hooks = [*runs.hooks, *((name, _replace(m, v)) for name, (m, v) in make_patches(chunk, pairs).items())]
+        while lo < len(order):
+            if trim:
+                longest = int(row_lengths[order[lo]])
+                size = int((row_lengths[order[lo : lo + step]] >= _SLACK * longest).sum())
+            else:
+                longest, size = runs.seq_len, step
+            chunk = order[lo : lo + size]
+            pairs = pair_of_row[chunk]
             chunk_recorded: dict[str, list[torch.Tensor]] = {}
-            hooks += [(name, _record_into(chunk_recorded)) for name in record]
-            resid = target.cache[f"blocks.{start}.hook_resid_pre"][pairs] if start else None
             try:
-                score = ranker.run_with_hooks(
-                    target.batch.index(pairs), start_at_layer=start, resid=resid, fwd_hooks=hooks
-                )
+                patches = {
+                    name: (m[:, :longest], v[:, :longest]) for name, (m, v) in make_patches(chunk, pairs).items()
+                }
+                kwargs = _start(ranker, runs, target, start_layer, pairs, longest, patches, record) if batched else {}
+                hooks = [*runs.hooks, *((name, _replace(m, v)) for name, (m, v) in patches.items())]
+                hooks += [(name, _record_into(chunk_recorded)) for name in record]
+                score = ranker.run_with_hooks(target.batch.index(pairs).prefix(longest), fwd_hooks=hooks, **kwargs)
             except RuntimeError as error:  # torch.OutOfMemoryError is one
                 if not _is_out_of_memory(error):
                     raise
                 if step == 1:
                     raise MemoryError(
-                        f"one patched copy ({runs.seq_len} tokens) does not fit in memory on {target.scores.device}; "
+                        f"one patched copy ({longest} tokens) does not fit in memory on {target.scores.device}; "
                         "use shorter pairs or another device"
                     ) from error
                 step //= 2
                 warnings.warn(f"out of memory: retrying with {step} patched copies per forward pass", stacklevel=3)
                 continue
-            scores.append(score)
-            for name, parts in chunk_recorded.items():
-                recorded.setdefault(name, []).extend(parts)
+            scores[chunk] = score
+            for name, (act,) in chunk_recorded.items():
+                if name not in recorded:
+                    recorded[name] = act.new_zeros(len(pair_of_row), runs.seq_len, *act.shape[2:])
+                recorded[name][chunk, :longest] = act
             lo += len(chunk)
-    return torch.cat(scores), {name: torch.cat(parts) for name, parts in recorded.items()}
+    return scores, recorded
 
 
 def _cell_patches(grid: Grid, cell_ids: torch.Tensor, source: Side) -> MakePatches:
@@ -435,14 +514,24 @@ def activation_patching(
     batch_budget: int = 64,
     batched: bool = True,
 ) -> PatchResult:
-    """Exact patching of every cell of ``grid``; ``batched=False`` is the one-forward-per-cell reference."""
+    """Exact patching of every cell of ``grid``; ``batched=False`` is the one-forward-per-cell reference.
+
+    A cell at a padding position of a pair patches only padding, which no real token attends to and pooling
+    ignores: the batched engine gives it the target's score without running it (the naive path runs it).
+    """
     target, source = runs.sides(direction)
     device = target.scores.device
-    patched = torch.empty(runs.n_pairs, len(grid.cells), device=device, dtype=target.scores.dtype)
+    patched = target.scores[:, None].repeat(1, len(grid.cells))
+    padding = _padding(runs, [c.position for c in grid.cells])
     for layer in sorted({c.layer for c in grid.cells}):
         cells = torch.tensor([i for i, c in enumerate(grid.cells) if c.layer == layer], device=device)
         cell_of_row = cells.repeat_interleave(runs.n_pairs)
         pair_of_row = torch.arange(runs.n_pairs, device=device).repeat(len(cells))
+        if batched:
+            real = ~padding[pair_of_row, cell_of_row]
+            cell_of_row, pair_of_row = cell_of_row[real], pair_of_row[real]
+            if not len(pair_of_row):
+                continue
         scores, _ = _run_rows(
             ranker,
             runs,

@@ -31,6 +31,16 @@ PLANTED_PAIRS = [
     ("coffee price", "people like a tea", "people like coffee tea"),
     ("doctor salary", "the a work in the city", "the doctor work in the city"),
 ]
+# Pairs of unequal lengths: the batched engine trims each chunk to its longest pair (14 and 15 tokens share a
+# chunk, padded inside it; the long pair runs alone), so these check that padding is never needed.
+MIXED_PAIRS = [
+    *ENGLISH_PAIRS,
+    (
+        "where do foxes live",
+        "the red a lives in the forest near the river and the hills of the north",
+        "the red fox lives in the forest near the river and the hills of the north",
+    ),
+]
 EXACT = 1e-5
 
 
@@ -40,7 +50,8 @@ def planted_runs(planted):
 
 
 def planted_heads(ranker) -> set[tuple[int, int]]:
-    return {*ranker.truth.matching_heads, *ranker.truth.scoring_heads}
+    truth = ranker.truth
+    return {*truth.matching_heads, *truth.contextualisation_heads, *truth.scoring_heads}
 
 
 def top_heads(result, k: int) -> set[tuple[int, int]]:
@@ -48,15 +59,17 @@ def top_heads(result, k: int) -> set[tuple[int, int]]:
 
 
 def assert_same(batched, naive) -> None:
+    """Equal to 1e-5, relative for scores above 1: float32 rounding grows with the score (planted: ~4)."""
     assert batched.shape == naive.shape
-    np.testing.assert_allclose(batched.scores, naive.scores, atol=EXACT, rtol=0)
+    np.testing.assert_allclose(batched.scores, naive.scores, atol=EXACT, rtol=EXACT)
 
 
 # ------------------------------------------------------------------------------------------- batched == naive
 @pytest.mark.parametrize("family", ["bert", "electra", "distilbert", "roberta", "xlm-roberta"])
 def test_batched_equals_naive_on_random_cross_encoders(family):
     ranker = random_cross_encoder(family, seed=3)
-    runs = prepare_pairs(ranker, ENGLISH_PAIRS, tolerance=1e-7)
+    runs = prepare_pairs(ranker, MIXED_PAIRS, tolerance=1e-7)
+    assert len(set(runs.lengths.tolist())) == 3 and runs.right_padded
     for direction in ("denoise", "noise"):
         batched = activation_patching(ranker, runs, head_grid(ranker), direction=direction, batch_budget=5)
         assert_same(batched, activation_patching(ranker, runs, head_grid(ranker), direction=direction, batched=False))
@@ -77,13 +90,82 @@ def test_batched_equals_naive_for_blocks_positions_and_neurons():
         )
 
 
+def test_batched_equals_naive_across_lengths_for_positions_paths_and_ablations():
+    """Per-position cells, path patching (which also resumes after attention) and ablated runs (which may
+    not) on pairs of three lengths."""
+    ranker = random_cross_encoder("bert", seed=3)
+    runs = prepare_pairs(ranker, MIXED_PAIRS, tolerance=1e-7)
+    grids = [head_grid(ranker, by_position=True, seq_len=runs.seq_len, layers=[0]), block_grid(ranker, runs.seq_len)]
+    for grid in grids:
+        assert_same(
+            activation_patching(ranker, runs, grid, batch_budget=16),
+            activation_patching(ranker, runs, grid, batched=False),
+        )
+    assert_same(path_patching(ranker, runs, batch_budget=5), path_patching(ranker, runs, batched=False))
+    ablated = prepare_pairs(
+        ranker, MIXED_PAIRS, tolerance=1e-7, hooks=ablation_hooks(ranker, head_grid(ranker).subset([1, 6]), "zero")
+    )
+    grid = head_grid(ranker)
+    assert_same(activation_patching(ranker, ablated, grid), activation_patching(ranker, ablated, grid, batched=False))
+
+
+def test_padding_cells_keep_the_target_score():
+    """A cell at a pair's padding patches only padding: its score is the target's (the batched engine does
+    not run it; the naive engine runs it and gets the same), and its normalised value is NaN."""
+    ranker = random_cross_encoder("roberta", seed=3)
+    runs = prepare_pairs(ranker, MIXED_PAIRS, tolerance=1e-7)
+    grid = head_grid(ranker, by_position=True, seq_len=runs.seq_len, layers=[1])
+    batched = activation_patching(ranker, runs, grid)
+    naive = activation_patching(ranker, runs, grid, batched=False)
+    assert_same(batched, naive)
+    target = runs.baseline.scores.double().numpy()
+    assert runs.lengths.min() < runs.seq_len
+    for pair, length in enumerate(runs.lengths.tolist()):
+        assert (batched.scores[pair, 0, :, length:] == target[pair]).all()
+        np.testing.assert_allclose(naive.scores[pair, 0, :, length:], target[pair], atol=EXACT, rtol=0)
+        assert np.isnan(batched.values[pair, 0, :, length:]).all()
+        assert not np.isnan(batched.values[pair, 0, :, :length]).any()
+
+
 def test_batched_equals_naive_on_minilm_bi_encoder(minilm):
-    runs = prepare_pairs(minilm, ENGLISH_PAIRS[:1])
-    grid = head_grid(minilm, layers=[5])
+    runs = prepare_pairs(minilm, MIXED_PAIRS)
+    assert len(set(runs.lengths.tolist())) > 1  # mean pooling over trimmed chunks
+    grid = head_grid(minilm, layers=[0, 5])
     assert_same(activation_patching(minilm, runs, grid), activation_patching(minilm, runs, grid, batched=False))
 
 
-def test_batched_equals_naive_on_planted(planted):
+def test_resuming_a_block_after_its_attention_reproduces_the_score():
+    """``attn_out`` skips the layer's attention: its ``attn.hook_*`` and ``hook_resid_pre`` do not fire, the
+    hooks after attention do."""
+    ranker = random_cross_encoder("electra", seed=3)
+    batch = ranker.tokenize([q for q, _, _ in MIXED_PAIRS], [b for _, b, _ in MIXED_PAIRS])
+    clean, cache = ranker.run_with_cache(batch)
+    fired: set[str] = set()
+    with torch.no_grad():
+        for layer in range(ranker.cfg.n_layers):
+            fired.clear()
+            resumed = ranker.run_with_hooks(
+                batch,
+                start_at_layer=layer,
+                resid=cache["resid_pre", layer],
+                attn_out=cache["attn_out", layer],
+                fwd_hooks=[(lambda name: True, lambda act, hook: fired.add(hook.name))],
+            )
+            torch.testing.assert_close(resumed, clean, atol=EXACT, rtol=0)
+            mine = {name for name in fired if name.startswith(f"blocks.{layer}.")}
+            assert {f"blocks.{layer}.{h}" for h in ("hook_attn_out", "hook_resid_mid", "mlp.hook_post")} <= mine
+            assert not any(".attn." in name or name.endswith("resid_pre") for name in mine)
+        with pytest.raises(ValueError, match="need resid"):
+            ranker(batch, attn_out=cache["attn_out", 0])
+
+
+def test_batched_equals_naive_on_planted(planted, planted_runs):
+    for direction in ("denoise", "noise"):  # four lengths (9 to 11 tokens): trimmed, resumed after attention
+        batched = activation_patching(planted, planted_runs, head_grid(planted), direction=direction)
+        naive = activation_patching(planted, planted_runs, head_grid(planted), direction=direction, batched=False)
+        assert_same(batched, naive)
+        # The patching result itself (effects normalised by score gaps of about 3) agrees to 1e-5 absolute.
+        np.testing.assert_allclose(batched.values, naive.values, atol=EXACT, rtol=0)
     runs = prepare_pairs(planted, PLANTED_PAIRS[:1])
     grid = block_grid(planted, runs.seq_len, acts=["attn_out"])
     assert_same(
@@ -113,7 +195,8 @@ def test_attribution_patching_ranks_planted_heads_first_and_tracks_exact(planted
     grid = head_grid(planted)
     attribution = attribution_patching(planted, planted_runs, grid)
     exact = activation_patching(planted, planted_runs, grid)
-    assert top_heads(attribution, 4) == planted_heads(planted)
+    truth = planted_heads(planted)
+    assert top_heads(attribution, len(truth)) == truth
     assert attribution.correlation(exact) > 0.9
 
 
@@ -134,7 +217,7 @@ def test_path_patching_to_score_finds_only_the_scoring_head(planted, planted_run
 
 
 def test_path_patching_recovers_planted_edges(planted, planted_runs):
-    receivers = [(1, 2), (2, 3)]
+    receivers = [(1, 0), (1, 2), (2, 3)]
     result = path_patching(planted, planted_runs, receivers=receivers)
     edges = {(f"{s[0]}.{s[1]}", f"{r[0]}.{r[1]}", ch) for s, r, ch in planted.truth.edges}
     found = {(r.label["sender"], r.label["receiver"], r.label["channel"]) for r in result.top_k(len(edges))}
@@ -155,7 +238,7 @@ def test_random_twin_has_no_standout_heads(twin):
 
 def test_planted_effects_are_concentrated(planted, planted_runs):
     share = sorted(np.abs(activation_patching(planted, planted_runs, head_grid(planted)).mean).ravel(), reverse=True)
-    assert sum(share[:4]) / sum(share) > 0.99
+    assert sum(share[: len(planted_heads(planted))]) / sum(share) > 0.99
 
 
 # ------------------------------------------------------------------------------------------- LayerNorm policy
@@ -203,7 +286,8 @@ def test_mean_ablating_distractors_keeps_the_effect_and_composes_with_patching(p
     torch.testing.assert_close(ablated_gap, gap, rtol=0.02, atol=0)
     grid = head_grid(planted)
     assert_same(activation_patching(planted, runs, grid), activation_patching(planted, runs, grid, batched=False))
-    assert top_heads(activation_patching(planted, runs, grid), 4) == planted_heads(planted)
+    truth = planted_heads(planted)
+    assert top_heads(activation_patching(planted, runs, grid), len(truth)) == truth
 
 
 def test_resample_ablation_is_deterministic_and_checks_shapes(planted):

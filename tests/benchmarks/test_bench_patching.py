@@ -1,6 +1,7 @@
 """Patching cost on the embedded MiniLM: naive loop vs batched engine vs attribution, in one run.
 
-Run: pytest tests/benchmarks/test_bench_patching.py --benchmark-only --benchmark-columns=min,median,rounds
+Run: pytest tests/benchmarks/test_bench_patching.py --benchmark-only --benchmark-columns=min,median,max,rounds
+-p no:cacheprovider (results and their reading: docs/benchmarks.md).
 All three methods patch all 72 heads on the same prepared pairs (the two clean runs they share are left out)
 and sit in one benchmark group, so pytest-benchmark's table prints each time with its ratio to the fastest.
 ``extra_info`` carries what the ratios mean: batched == naive, and attribution's r with exact patching.
@@ -13,15 +14,33 @@ from irmechtest.datasets import load_pairs
 from irmechtest.pairs import build_pairs
 from irmechtest.patching import activation_patching, attribution_patching, head_grid, pair_texts, prepare_pairs
 
-pytestmark = pytest.mark.benchmark(group="patch all 72 heads of MiniLM-L6, 2 TFC1 pairs", warmup=False)
+pytestmark = pytest.mark.benchmark(warmup=False)
 
 
-@pytest.fixture(scope="module")
-def runs(minilm):
-    """Two length-matched TFC1 pairs built from the shipped TREC DL sample (padded length 129)."""
-    sample = load_pairs("irmechtest:trec-dl-tfc1-sample", limit=8, seed=0)
-    pair_set = build_pairs(minilm.tokenizer, "TFC1", sample, kind="bi-encoder", max_length=minilm.max_length)
-    return prepare_pairs(minilm, pair_texts(pair_set)[:2])
+def tfc1_pairs(minilm, limit: int) -> list[tuple[str, str, str]]:
+    sample = load_pairs("irmechtest:trec-dl-tfc1-sample", limit=limit, seed=0)
+    return pair_texts(build_pairs(minilm.tokenizer, "TFC1", sample, kind="bi-encoder", max_length=minilm.max_length))
+
+
+@pytest.fixture(scope="module", params=["lengths 129 and 75", "equal lengths"])
+def runs(request, minilm):
+    """Two TFC1 pairs from the shipped TREC DL sample: the first two (real lengths 129 and 75, padded to 129),
+    or the first two of equal length >= 100 tokens, where trimming padding saves nothing."""
+    if request.param == "equal lengths":
+        by_length: dict[int, list[tuple[str, str, str]]] = {}
+        for pair in tfc1_pairs(minilm, 40):
+            by_length.setdefault(len(minilm.tokenizer(pair[2])["input_ids"]), []).append(pair)
+        pairs = next(found[:2] for length, found in by_length.items() if length >= 100 and len(found) >= 2)
+    else:
+        pairs = tfc1_pairs(minilm, 8)[:2]
+    return prepare_pairs(minilm, pairs)
+
+
+@pytest.fixture
+def bench(benchmark, request):
+    """``benchmark`` in the group of its pair set: each table compares the three methods on the same pairs."""
+    benchmark.group = f"patch all 72 heads of MiniLM-L6, 2 TFC1 pairs, {request.node.callspec.params['runs']}"
+    return benchmark
 
 
 @pytest.fixture(scope="module")
@@ -30,19 +49,19 @@ def exact(minilm, runs):
     return activation_patching(minilm, runs, head_grid(minilm))
 
 
-def test_naive_loop(benchmark, minilm, runs, exact):
+def test_naive_loop(bench, minilm, runs, exact):
     """One full forward pass per head and pair, as MechIR does."""
-    naive = benchmark.pedantic(
+    naive = bench.pedantic(
         activation_patching, args=(minilm, runs, head_grid(minilm)), kwargs={"batched": False}, rounds=2
     )
-    benchmark.extra_info["max_abs_diff_vs_batched"] = float(np.abs(naive.scores - exact.scores).max())
+    bench.extra_info["max_abs_diff_vs_batched"] = float(np.abs(naive.scores - exact.scores).max())
     assert np.allclose(naive.scores, exact.scores, atol=1e-5)
 
 
-def test_batched_engine(benchmark, minilm, runs):
-    benchmark.pedantic(activation_patching, args=(minilm, runs, head_grid(minilm)), rounds=3)
+def test_batched_engine(bench, minilm, runs):
+    bench.pedantic(activation_patching, args=(minilm, runs, head_grid(minilm)), rounds=3)
 
 
-def test_attribution(benchmark, minilm, runs, exact):
-    estimate = benchmark.pedantic(attribution_patching, args=(minilm, runs, head_grid(minilm)), rounds=5)
-    benchmark.extra_info["pearson_r_vs_exact"] = estimate.correlation(exact)
+def test_attribution(bench, minilm, runs, exact):
+    estimate = bench.pedantic(attribution_patching, args=(minilm, runs, head_grid(minilm)), rounds=5)
+    bench.extra_info["pearson_r_vs_exact"] = estimate.correlation(exact)
