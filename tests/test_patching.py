@@ -225,15 +225,16 @@ def test_path_patching_recovers_planted_edges(planted, planted_runs):
     assert np.isnan(result.mean[result.coords["sender"].index("2.0")]).all()  # not below any receiver
 
 
-def test_random_twin_has_no_standout_heads(twin):
-    """Noise bound: with no circuit, effects spread over heads; the 4 largest hold under 90% of the total |effect|.
+def test_random_twin_has_no_standout_heads(twin, planted):
+    """Noise bound: with no circuit, effects spread over heads; as many heads as the planted model has planted
+    (5) hold under 90% of the total |effect| (measured: 0.64 and 0.65).
 
     On the planted model they hold over 99% (the distractors' effects are exactly zero by construction).
     """
     runs = prepare_pairs(twin, PLANTED_PAIRS, tolerance=1e-6)
     for result in (activation_patching(twin, runs, head_grid(twin)), path_patching(twin, runs)):
         share = sorted(np.abs(result.mean).ravel(), reverse=True)
-        assert sum(share[:4]) / sum(share) < 0.9
+        assert sum(share[: len(planted_heads(planted))]) / sum(share) < 0.9
 
 
 def test_planted_effects_are_concentrated(planted, planted_runs):
