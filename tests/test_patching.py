@@ -109,6 +109,19 @@ def test_batched_equals_naive_across_lengths_for_positions_paths_and_ablations()
     assert_same(activation_patching(ranker, ablated, grid), activation_patching(ranker, ablated, grid, batched=False))
 
 
+def test_left_padded_batches_run_padded_and_still_equal_naive():
+    """Trimming cuts padding off the end; with a left-padding tokenizer there is none there, so the engine
+    keeps the full length (and still skips the layers below the patch and the patched layer's attention)."""
+    ranker = random_cross_encoder("bert", seed=3)
+    ranker.tokenizer.padding_side = "left"
+    runs = prepare_pairs(ranker, MIXED_PAIRS, tolerance=1e-7)
+    assert not runs.right_padded and len(set(runs.lengths.tolist())) == 3
+    grid = head_grid(ranker)
+    assert_same(
+        activation_patching(ranker, runs, grid, batch_budget=5), activation_patching(ranker, runs, grid, batched=False)
+    )
+
+
 def test_padding_cells_keep_the_target_score():
     """A cell at a pair's padding patches only padding: its score is the target's (the batched engine does
     not run it; the naive engine runs it and gets the same), and its normalised value is NaN."""
