@@ -22,24 +22,25 @@ def tfc1_pairs(minilm, limit: int) -> list[tuple[str, str, str]]:
     return pair_texts(build_pairs(minilm.tokenizer, "TFC1", sample, kind="bi-encoder", max_length=minilm.max_length))
 
 
-@pytest.fixture(scope="module", params=["lengths 129 and 75", "equal lengths"])
+@pytest.fixture(scope="module", params=["2 pairs, lengths 129 and 75", "2 pairs, equal lengths", "8 pairs"])
 def runs(request, minilm):
-    """Two TFC1 pairs from the shipped TREC DL sample: the first two (real lengths 129 and 75, padded to 129),
-    or the first two of equal length >= 100 tokens, where trimming padding saves nothing."""
-    if request.param == "equal lengths":
+    """TFC1 pairs from the shipped TREC DL sample: the first two (real lengths 129 and 75, padded to 129), the
+    first two of equal length >= 100 tokens (where trimming padding saves nothing), or the first eight (a
+    quick-profile-sized sample)."""
+    if request.param == "2 pairs, equal lengths":
         by_length: dict[int, list[tuple[str, str, str]]] = {}
         for pair in tfc1_pairs(minilm, 40):
             by_length.setdefault(len(minilm.tokenizer(pair[2])["input_ids"]), []).append(pair)
         pairs = next(found[:2] for length, found in by_length.items() if length >= 100 and len(found) >= 2)
     else:
-        pairs = tfc1_pairs(minilm, 8)[:2]
+        pairs = tfc1_pairs(minilm, 8)[: int(request.param[0])]
     return prepare_pairs(minilm, pairs)
 
 
 @pytest.fixture
 def bench(benchmark, request):
     """``benchmark`` in the group of its pair set: each table compares the three methods on the same pairs."""
-    benchmark.group = f"patch all 72 heads of MiniLM-L6, 2 TFC1 pairs, {request.node.callspec.params['runs']}"
+    benchmark.group = f"patch all 72 heads of MiniLM-L6, TFC1, {request.node.callspec.params['runs']}"
     return benchmark
 
 
