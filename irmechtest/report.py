@@ -42,8 +42,10 @@ def _esc(value: object) -> str:
 
 
 def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"  # not measured (None is JSON's stand-in for NaN and infinities, which verdicts pass through)
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
+        return f"{value:.4g}"
     if isinstance(value, list | dict):
         return json.dumps(jsonable(value), ensure_ascii=False)
     return str(value)

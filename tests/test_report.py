@@ -15,6 +15,7 @@ def test_matrix_links_sections_and_back(report_verdicts):
 def test_evidence_is_drawn_offline_and_every_text_escaped(report_verdicts):
     html = render_html(report_verdicts)
     assert '<table class="heatmap">' in html and "rgba(207,34,46,1.000)" in html and "rgba(9,105,218,0.444)" in html
+    assert 'title="L1 / 2: n/a">n/a</td>' in html  # a cell that was not measured
     assert html.count("<circle") == 3 and "<svg" in html
     assert "<script" not in html and "&lt;script&gt;window.irmechPwned" in html
     assert "org/&lt;model&gt;" in html and "<b>" not in html
