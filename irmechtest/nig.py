@@ -59,7 +59,7 @@ NIG_DEFAULTS: dict[str, dict[str, Any]] = {
         # difference significant at p <= 0.05 (Student's t-test); ours is one-sided paired over queries.
         "threshold": 0.05,
         # Seed 001 uses N = 100 Riemann steps. 20 trapezoid steps: completeness within 3 % of the score
-        # difference on all-MiniLM-L6-v2, 17 % on the planted model's steep attention (0.7 % at 100, the
+        # difference on all-MiniLM-L6-v2, 23 % on the planted model's steep attention (0.95 % at 100, the
         # ``full`` value); enough to rank neurons, measured in docs/nig.md.
         "steps": 20,
         # Path points x pairs per forward pass (a product choice: memory vs speed on CPU).

@@ -186,7 +186,10 @@ _MATCHING = (
 _SCORING = (2, 3)
 _CONTEXTUALISATION = (1, 0)
 _CONTEXT_IDF_SPREAD = 4.0  # its query -> query logit difference between the highest and the lowest IDF word
-_CONTEXT_WRITE = 0.6  # norm written per unit of layer-0 match signal read from the attended query tokens
+# Every token's logit on [CLS] (+6 net of the -10 on specials), whose match signal is empty: a sink holding
+# most of the mass, so a word's attention follows its own IDF rather than its query's length.
+_CONTEXT_SINK_LOGIT = 16.0
+_CONTEXT_WRITE = 1.5  # norm written per unit of layer-0 match signal read from the attended query tokens
 _SPECIAL_SELF_LOGIT = 30.0  # specials attend to their own kind in the matching heads
 _SPECIAL_KEY_LOGIT = -10.0  # and every token avoids specials there (net +20 for a special's own kind)
 _SCORING_IDF_SPREAD = 1.8  # scoring-head logit difference between the highest and the lowest IDF word
@@ -436,8 +439,9 @@ def _contextualisation_head(att: _Attention, b: dict[str, torch.Tensor], f_span:
 
     Seed 002 sec. 4.2: query tokens focus on the query's higher-IDF tokens and the soft TF found there is
     spread over the whole query (written into ``context``, which the scoring head reads beside ``match``).
-    Documents are blocked as keys; specials attend to their own kind, as in the matching heads, so [CLS]
-    copies its own (empty) match signal and the scoring head's sink on [CLS] gains nothing.
+    Documents are blocked as keys; a sink on [CLS] (whose match signal is empty) keeps the softmax
+    denominator nearly constant, so a word's attention grows with its IDF whatever the query's length.
+    Specials attend to their own kind, as in the matching heads, so [CLS] copies its own (empty) signal.
     """
     scale = HEAD_DIM**0.25
     lam = _CONTEXT_IDF_SPREAD / (_LN_SCALE * f_span)
@@ -447,6 +451,7 @@ def _contextualisation_head(att: _Attention, b: dict[str, torch.Tensor], f_span:
         lam * b["idf"][:, 0]
         - _BLOCKED_LOGIT / (_LN_SCALE * _SEG_NORM) * b["seg"][:, 1]
         + _SPECIAL_KEY_LOGIT / (_LN_SCALE * _WORD_NORM) * b["special"].sum(dim=1)
+        + _CONTEXT_SINK_LOGIT / (_LN_SCALE * _WORD_NORM) * b["special"][:, 2]
     )
     q = torch.cat([own_kind, every_token[None, :]])
     k = torch.cat([own_kind, key[None, :]])

@@ -348,4 +348,6 @@ def test_save_planted_loads_back_as_an_ordinary_checkpoint(tmp_path: Path, rando
     query, document = ["doctor salary"], ["a physician earns a salary"]
     with torch.no_grad():
         reloaded = model(**tokenizer(query, document, return_tensors="pt")).logits
-    assert torch.allclose(reloaded[:, 0], torch.from_numpy(scores(built, query, document)), atol=1e-5)
+    # 1e-4: the planted score amplifies float32 rounding about 40x (docs/planted.md, "Numerical gain"), and the
+    # reloaded model may take Hugging Face's SDPA attention where the built one is eager.
+    assert torch.allclose(reloaded[:, 0], torch.from_numpy(scores(built, query, document)), atol=1e-4)
