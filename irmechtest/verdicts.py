@@ -78,6 +78,32 @@ class Verdict:
     def passed(self) -> bool:
         return self.outcome is Outcome.PASSED
 
+    def interval(self) -> tuple[float, float] | None:
+        """The value's confidence interval, for properties that report one (``details["ci_low"/"ci_high"]``)."""
+        low, high = self.details.get("ci_low"), self.details.get("ci_high")
+        return None if low is None or high is None else (float(low), float(high))
+
+    @property
+    def undecided(self) -> bool:
+        """Whether the threshold lies inside the value's interval: the outcome follows the point estimate, but
+        this sample cannot tell pass from fail, and a larger one may give the other verdict."""
+        interval = self.interval()
+        if interval is None or self.threshold is None or self.outcome not in (Outcome.PASSED, Outcome.FAILED):
+            return False
+        return interval[0] <= self.threshold <= interval[1]
+
+    def interval_note(self) -> str:
+        """One line saying that the verdict is within sampling error of its threshold, or ""."""
+        interval = self.interval()
+        if not self.undecided or interval is None:
+            return ""
+        low, high = interval
+        level = float(self.details.get("confidence", 0.95))
+        return (
+            f"the threshold {self.threshold:.4g} lies inside the value's {level:.0%} interval [{low:.4g}, "
+            f"{high:.4g}]: a larger sample (e.g. --irmech-profile=full) may give the other verdict"
+        )
+
     def message(self) -> str:
         """A one-paragraph account of the verdict, used as the assertion message."""
         head = f"[{self.model}] {self.property}: {self.outcome.value}"
@@ -87,6 +113,8 @@ class Verdict:
         text = f"{head}: value {value}, required {self.comparison} {self.threshold:.4g}"
         if self.summary:
             text += f"\n{self.summary}"
+        if self.undecided:
+            text += f"\n{self.interval_note()}"
         return text
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from irmechtest.datasets import QueryDocPair, load_idf, load_pairs, word_idf
 from irmechtest.pairs import FILLER_CANDIDATES, build_pairs
 from irmechtest.stats import calibrate_tie_band
 from irmechtest.strategies import default_vocabulary
-from irmechtest.verdicts import Outcome
+from irmechtest.verdicts import Outcome, Verdict
 
 N_PAIRS = 120
 
@@ -169,3 +169,16 @@ def test_cached_scorer_scores_each_text_once(tokenizer, judged, setting) -> None
     assert first == second
     assert sum(calls) == len(cached.cache) and len(calls) == 2  # calibration, then the new texts only
     assert cached.kind == "bi-encoder"
+
+
+def test_a_threshold_inside_the_interval_is_flagged_whatever_the_outcome() -> None:
+    """TFC1 on MiniLM measured 0.91 on 200 pairs and 0.8875 on 400 against 0.9: the verdict follows the point
+    estimate, and says when its interval cannot tell pass from fail."""
+    close = Verdict("tfc1", "m", 0.91, 0.9, details={"ci_low": 0.862, "ci_high": 0.942, "confidence": 0.95})
+    assert close.passed and close.undecided
+    assert "lies inside the value's 95% interval [0.862, 0.942]" in close.message()
+    failed_close = Verdict("tfc1", "m", 0.8875, 0.9, details={"ci_low": 0.853, "ci_high": 0.915})
+    assert not failed_close.passed and failed_close.undecided
+    clear = Verdict("tfc1", "m", 0.99, 0.9, details={"ci_low": 0.96, "ci_high": 1.0})
+    assert clear.passed and not clear.undecided and "interval" not in clear.message()
+    assert not Verdict("circuit-fit", "m", 0.85, 0.8).undecided  # no interval reported
