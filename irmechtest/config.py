@@ -92,6 +92,8 @@ def check_value(name: str, key: str, value: Any, where: str) -> Any:
     low, high = _RANGES.get(key, (-math.inf, math.inf))
     if isinstance(default, int) and not isinstance(default, bool):
         low = max(low, 1 if key.startswith(_POSITIVE_INTS) else 0)
+        if key == "threshold":
+            high = math.inf  # a count (e.g. contextualisation heads found), not a rate
     if isinstance(value, int | float) and not isinstance(value, bool) and not low <= value <= high:
         bounds = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
         raise ConfigError(f"{where}: {key} must be {bounds}, got {value!r}")

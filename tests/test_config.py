@@ -48,6 +48,8 @@ def test_layers_resolve_from_general_to_model_and_profile():
         ({"properties": {"tfc1": {"seed": -1}}}, "seed must be at least 0"),
         ({"properties": {"tfc1": {"threshold": 1.5}}}, "threshold must be between 0 and 1, got 1.5"),
         ({"properties": {"tfc1": {"threshold": "high"}}}, "threshold must be int or float, got 'high'"),
+        ({"properties": {"contextualisation-heads": {"threshold": -1}}}, "threshold must be at least 0, got -1"),
+        ({"properties": {"contextualisation-heads": {"threshold": 1.5}}}, "threshold must be int, got 1.5"),
         ({"properties": {"tfc1": {"n_pairs": 2.5}}}, "n_pairs must be int, got 2.5"),
         ({"properties": {"tfc1": {"n_pairs": True}}}, "n_pairs must be int, got True"),
         ({"properties": {"tfc1": {"tie_band": float("nan")}}}, "tie_band must be finite"),
@@ -66,6 +68,12 @@ def test_invalid_values_are_refused_naming_file_and_key(table, message):
         parse_configuration(table, "/repo/pyproject.toml")
     assert str(error.value).startswith("/repo/pyproject.toml: ")
     assert message in str(error.value)
+
+
+def test_a_count_threshold_is_not_a_rate():
+    """contextualisation-heads counts heads (seed 002 finds two): 2 is a valid threshold there, not above 1."""
+    config = parse_configuration({"properties": {"contextualisation-heads": {"threshold": 2}}}, "/repo/pyproject.toml")
+    assert config.settings("contextualisation-heads")["threshold"] == 2
 
 
 def test_files(tmp_path):
