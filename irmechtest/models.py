@@ -384,22 +384,29 @@ class HookedRanker(HookedRootModule):
         if len(queries) != len(documents):
             raise InputError(f"got {len(queries)} queries but {len(documents)} documents")
         n_batches = math.ceil(len(queries) / batch_size)
-        show = progress if progress is not None else n_batches > 4
         out: list[np.ndarray] = []
-        with torch.no_grad():
-            for start in tqdm(
-                range(0, len(queries), batch_size),
-                total=n_batches,
-                desc=f"scoring with {self.name}",
-                disable=not show or None,
-                leave=False,
-            ):
+        with torch.no_grad(), progress_bar(n_batches, f"scoring with {self.name}", long=4, show=progress) as bar:
+            for start in range(0, len(queries), batch_size):
                 stop = start + batch_size
                 batch = self.tokenize(queries[start:stop], documents[start:stop], overflow)
                 out.append(self(batch).double().cpu().numpy())
+                bar.update()
         scores = np.concatenate(out) if out else np.zeros(0)
         check_finite(scores, self.name)
         return scores
+
+
+LONG_WORK = 2000  # forward rows (patched copies, path points, reranked passages): tens of seconds on 2 CPU cores
+
+
+def progress_bar(total: int, desc: str, *, long: int = LONG_WORK, show: bool | None = None) -> tqdm:
+    """A bar for work of ``total`` steps, shown when it is longer than ``long`` steps (or as ``show`` says).
+
+    Shown only on a terminal: tqdm disables itself without a TTY, so CI logs and pytest's captured output
+    stay quiet. It disappears when done (``leave=False``): the terminal keeps pytest's own lines.
+    """
+    show = total > long if show is None else show
+    return tqdm(total=total, desc=desc, disable=None if show else True, leave=False)
 
 
 def check_finite(scores: np.ndarray | torch.Tensor, model_name: str) -> None:

@@ -36,7 +36,7 @@ from scipy.stats import ttest_rel
 
 from irmechtest.ablation import ablation_hooks
 from irmechtest.hooks import HookSpec
-from irmechtest.models import Batch, HookedRanker, check_finite
+from irmechtest.models import Batch, HookedRanker, check_finite, progress_bar
 from irmechtest.patching import Cell
 from irmechtest.reranking import LabelledPair, RerankList, flatten, per_list_ndcg
 
@@ -309,10 +309,12 @@ def neuron_integrated_gradients(
     per_batch = max(1, batch_budget // (steps + 1))
     order = np.argsort([len(p.query) + len(p.doc) for p in pairs], kind="stable")
     parts: list[Conductance] = []
-    for start in range(0, len(pairs), per_batch):
-        chunk = [pairs[i] for i in order[start : start + per_batch]]
-        batch = ranker.tokenize([p.query for p in chunk], [p.doc for p in chunk], overflow="truncate")
-        parts.append(conductance(ranker, batch, hooks, steps=steps, batch_budget=batch_budget))
+    with progress_bar(len(pairs) * (steps + 1), f"NIG, {len(pairs)} pairs x {steps} steps") as bar:
+        for start in range(0, len(pairs), per_batch):
+            chunk = [pairs[i] for i in order[start : start + per_batch]]
+            batch = ranker.tokenize([p.query for p in chunk], [p.doc for p in chunk], overflow="truncate")
+            parts.append(conductance(ranker, batch, hooks, steps=steps, batch_budget=batch_budget))
+            bar.update(len(chunk) * (steps + 1))
     inverse = np.argsort(order)
     values = np.concatenate([np.concatenate([c.values[h] for h in hooks], axis=1) for c in parts])
     return Attribution(
@@ -479,9 +481,13 @@ def pruning_study(
         raise ValueError("no neurons selected for pruning")
     rng = np.random.default_rng(seed)
     reranker = Reranker(ranker, lists, min(layout.neuron(int(i)).layer for i in selected))
-    pruned = reranker.ndcg(prune_hooks(ranker, layout, selected))
-    random = np.stack(
-        [reranker.ndcg(prune_hooks(ranker, layout, random_like(layout, selected, rng))) for _ in range(repeats)]
-    )
+    passages = len(reranker.order)
+    with progress_bar((repeats + 1) * passages, f"pruning study, {repeats} random draws") as bar:
+        pruned = reranker.ndcg(prune_hooks(ranker, layout, selected))
+        bar.update(passages)
+        random = []
+        for _ in range(repeats):
+            random.append(reranker.ndcg(prune_hooks(ranker, layout, random_like(layout, selected, rng))))
+            bar.update(passages)
     components = [str(layout.neuron(int(i))) for i in selected]
-    return PruningResult(components, reranker.base, pruned, random, seed)
+    return PruningResult(components, reranker.base, pruned, np.stack(random), seed)

@@ -35,10 +35,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from scipy import stats
+from tqdm.auto import tqdm
 
 from irmechtest.encoder import HookedAttention
 from irmechtest.hooks import ActivationCache, HookSpec
-from irmechtest.models import Batch, HookedRanker, InputError
+from irmechtest.models import Batch, HookedRanker, InputError, progress_bar
 
 Direction = Literal["denoise", "noise"]
 Index = tuple[Any, ...]
@@ -430,6 +431,7 @@ def _run_rows(
     batch_budget: int,
     batched: bool,
     record: Sequence[str] = (),
+    bar: tqdm | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Score patched copies of the target run, one row per copy, ``batch_budget`` copies per forward.
 
@@ -486,6 +488,8 @@ def _run_rows(
                     recorded[name] = act.new_zeros(len(pair_of_row), runs.seq_len, *act.shape[2:])
                 recorded[name][chunk, :longest] = act
             lo += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
     return scores, recorded
 
 
@@ -523,26 +527,30 @@ def activation_patching(
     device = target.scores.device
     patched = target.scores[:, None].repeat(1, len(grid.cells))
     padding = _padding(runs, [c.position for c in grid.cells])
-    for layer in sorted({c.layer for c in grid.cells}):
-        cells = torch.tensor([i for i, c in enumerate(grid.cells) if c.layer == layer], device=device)
-        cell_of_row = cells.repeat_interleave(runs.n_pairs)
-        pair_of_row = torch.arange(runs.n_pairs, device=device).repeat(len(cells))
-        if batched:
-            real = ~padding[pair_of_row, cell_of_row]
-            cell_of_row, pair_of_row = cell_of_row[real], pair_of_row[real]
-            if not len(pair_of_row):
-                continue
-        scores, _ = _run_rows(
-            ranker,
-            runs,
-            target,
-            layer,
-            pair_of_row,
-            _cell_patches(grid, cell_of_row, source),
-            batch_budget=batch_budget,
-            batched=batched,
-        )
-        patched[pair_of_row, cell_of_row] = scores
+    copies = len(grid.cells) * runs.n_pairs - (int(padding.sum()) if batched else 0)
+    desc = f"activation patching, {len(grid.cells)} cells x {runs.n_pairs} pairs"
+    with progress_bar(copies, desc) as bar:
+        for layer in sorted({c.layer for c in grid.cells}):
+            cells = torch.tensor([i for i, c in enumerate(grid.cells) if c.layer == layer], device=device)
+            cell_of_row = cells.repeat_interleave(runs.n_pairs)
+            pair_of_row = torch.arange(runs.n_pairs, device=device).repeat(len(cells))
+            if batched:
+                real = ~padding[pair_of_row, cell_of_row]
+                cell_of_row, pair_of_row = cell_of_row[real], pair_of_row[real]
+                if not len(pair_of_row):
+                    continue
+            scores, _ = _run_rows(
+                ranker,
+                runs,
+                target,
+                layer,
+                pair_of_row,
+                _cell_patches(grid, cell_of_row, source),
+                batch_budget=batch_budget,
+                batched=batched,
+                bar=bar,
+            )
+            patched[pair_of_row, cell_of_row] = scores
     return _grid_result(runs, grid, patched, direction, "exact" if batched else "exact (naive)")
 
 
@@ -648,47 +656,58 @@ def path_patching(
     n, shape = runs.n_pairs, (len(heads),) if to_score else (len(heads), len(recv), len(channels))
     patched = torch.full((n, math.prod(shape)), float("nan"), device=device, dtype=target.scores.dtype)
     pair_ids = torch.arange(n, device=device)
-    for layer in range(cfg.n_layers):
-        sender_heads = torch.arange(cfg.n_heads, device=device).repeat_interleave(n)
-        pair_of_row = pair_ids.repeat(cfg.n_heads)
-        senders = torch.nn.functional.one_hot(sender_heads, cfg.n_heads).bool()
-        later = [(i, r) for i, r in enumerate(recv) if r[0] > layer]
-        record = [f"blocks.{r[0]}.attn.hook_{c}" for _, r in later for c in channels]
-        scores, recorded = _run_rows(
-            ranker,
-            runs,
-            target,
-            layer,
-            pair_of_row,
-            _frozen_patches(ranker, target, source, layer, senders, ln),
-            batch_budget=batch_budget,
-            batched=batched,
-            record=sorted(set(record)),
-        )
-        sender_ids = layer * cfg.n_heads + sender_heads
-        if to_score:
-            patched[pair_of_row, sender_ids] = scores
-            continue
-        for (r_i, (r_layer, r_head)), (c_i, channel) in product(later, enumerate(channels)):
-            name = f"blocks.{r_layer}.attn.hook_{channel}"
-            values = recorded[name]
-
-            def make(
-                chunk: torch.Tensor,
-                pairs: torch.Tensor,
-                values: torch.Tensor = values,
-                name: str = name,
-                head: int = r_head,
-            ) -> Patches:
-                mask = torch.zeros_like(values[chunk], dtype=torch.bool)
-                mask[:, :, head] = True
-                return {name: (mask, values[chunk])}
-
-            rscores, _ = _run_rows(
-                ranker, runs, target, r_layer, pair_of_row, make, batch_budget=batch_budget, batched=batched
+    runs_per_layer = [1 + len(channels) * sum(r[0] > layer for r in recv) for layer in range(cfg.n_layers)]
+    with progress_bar(cfg.n_heads * n * sum(runs_per_layer), f"path patching, {n} pairs") as bar:
+        for layer in range(cfg.n_layers):
+            sender_heads = torch.arange(cfg.n_heads, device=device).repeat_interleave(n)
+            pair_of_row = pair_ids.repeat(cfg.n_heads)
+            senders = torch.nn.functional.one_hot(sender_heads, cfg.n_heads).bool()
+            later = [(i, r) for i, r in enumerate(recv) if r[0] > layer]
+            record = [f"blocks.{r[0]}.attn.hook_{c}" for _, r in later for c in channels]
+            scores, recorded = _run_rows(
+                ranker,
+                runs,
+                target,
+                layer,
+                pair_of_row,
+                _frozen_patches(ranker, target, source, layer, senders, ln),
+                batch_budget=batch_budget,
+                batched=batched,
+                record=sorted(set(record)),
+                bar=bar,
             )
-            cols = (sender_ids * len(recv) + r_i) * len(channels) + c_i
-            patched[pair_of_row, cols] = rscores
+            sender_ids = layer * cfg.n_heads + sender_heads
+            if to_score:
+                patched[pair_of_row, sender_ids] = scores
+                continue
+            for (r_i, (r_layer, r_head)), (c_i, channel) in product(later, enumerate(channels)):
+                name = f"blocks.{r_layer}.attn.hook_{channel}"
+                values = recorded[name]
+
+                def make(
+                    chunk: torch.Tensor,
+                    pairs: torch.Tensor,
+                    values: torch.Tensor = values,
+                    name: str = name,
+                    head: int = r_head,
+                ) -> Patches:
+                    mask = torch.zeros_like(values[chunk], dtype=torch.bool)
+                    mask[:, :, head] = True
+                    return {name: (mask, values[chunk])}
+
+                rscores, _ = _run_rows(
+                    ranker,
+                    runs,
+                    target,
+                    r_layer,
+                    pair_of_row,
+                    make,
+                    batch_budget=batch_budget,
+                    batched=batched,
+                    bar=bar,
+                )
+                cols = (sender_ids * len(recv) + r_i) * len(channels) + c_i
+                patched[pair_of_row, cols] = rscores
     if to_score:
         grid_dims, coords = ("layer", "head"), {"layer": list(range(cfg.n_layers)), "head": list(range(cfg.n_heads))}
     else:

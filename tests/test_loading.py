@@ -1,6 +1,8 @@
 """Loading rankers: every spec form, and a clear error for every kind of bad input."""
 
+import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import torch
 from irmechtest.controls import random_hf_model, tiny_config
 from irmechtest.encoder import UnsupportedArchitectureError
 from irmechtest.loading import ModelNotFoundError, load_ranker
-from irmechtest.models import InputError, ScoreError
+from irmechtest.models import InputError, ScoreError, progress_bar
 
 
 def save_cross_encoder(tmp_path, tokenizer, family="bert", num_labels=1, safe=True):
@@ -156,3 +158,24 @@ def test_nan_scores_are_refused(tokenizer):
 def test_bad_batch_size_is_refused(minilm):
     with pytest.raises(ValueError, match="batch_size"):
         minilm.score(["q"], ["d"], batch_size=0)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_show_on_a_terminal_for_long_work_only(monkeypatch):
+    """Patching, NIG, the pruning study and scoring share one rule: a bar on a terminal when the work is long,
+    nothing in CI logs or under pytest's capture (no TTY)."""
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with progress_bar(10, "short work", long=20) as bar:
+        bar.update(10)
+    assert terminal.getvalue() == ""
+    with progress_bar(30, "long work", long=20) as bar:
+        bar.update(30)
+    assert "long work" in terminal.getvalue()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with progress_bar(30, "long work in CI", long=20) as bar:
+        assert bar.disable
