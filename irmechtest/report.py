@@ -56,9 +56,12 @@ def _anchor(verdict: Verdict) -> str:
 
 
 def _value_text(verdict: Verdict) -> str:
+    """A matrix cell's second line: the value against the threshold, or why there is none (shortened)."""
     if verdict.value is None:
-        return verdict.outcome.value
-    return f"{_fmt(verdict.value)} {verdict.comparison} {_fmt(verdict.threshold)}"
+        reason = verdict.reason or verdict.outcome.value
+        return reason if len(reason) <= 40 else reason[:39] + "\u2026"
+    text = f"{_fmt(verdict.value)} {verdict.comparison} {_fmt(verdict.threshold)}"
+    return f"{text}, threshold inside the CI" if verdict.undecided else text
 
 
 def _table(columns: Sequence[Any], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
@@ -172,8 +175,9 @@ def _matrix(verdicts: Sequence[Verdict], comparisons: Sequence[Comparison]) -> s
                 extra += f"<br>baseline &#916; {deltas[model, prop]:+.3g}"
             if (model, prop) in drifts:
                 extra += '<br><a href="#gate">drift</a>'
+            hover = _esc(v.reason or v.interval_note())
             cells.append(
-                f'<td class="cell" style="background:{_COLOURS[v.outcome]}">'
+                f'<td class="cell" style="background:{_COLOURS[v.outcome]}" title="{hover}">'
                 f'<a href="#{_anchor(v)}">{_esc(v.outcome.value)}</a><br>{_esc(_value_text(v))}{extra}</td>'
             )
         rows.append(f"<tr><th>{_esc(prop)}</th>{''.join(cells)}</tr>")

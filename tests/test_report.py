@@ -10,6 +10,15 @@ def test_matrix_links_sections_and_back(report_verdicts):
     assert 'href="#v-org--model--tfc1"' in html and 'id="v-org--model--tfc1"' in html
     assert html.count('href="#matrix"') == len(report_verdicts) + 1  # one per section, one in the navigation
     assert "not applicable" in html and "0.6 &gt;= 0.9" in html
+    assert "<br>bi-encoder: needs a classifier</td>" in html  # why a cell is empty, in the cell
+
+
+def test_a_verdict_within_sampling_error_is_marked_in_the_matrix():
+    from irmechtest.verdicts import Verdict
+
+    close = Verdict("tfc1", "m", 0.91, 0.9, details={"ci_low": 0.86, "ci_high": 0.94})
+    html = render_html([close])
+    assert "0.91 &gt;= 0.9, threshold inside the CI" in html and 'title="the threshold 0.9 lies inside' in html
 
 
 def test_evidence_is_drawn_offline_and_every_text_escaped(report_verdicts):
