@@ -54,9 +54,16 @@ def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
     settings = irmech_settings
     text = probe_text(ranker, settings["n_queries"], settings["seed"], settings["idf_source"])
     probe = u0_edit_probe(
-        ranker, [p.query for p in text.pairs], text.idf, scales=settings["scales"], repeats=settings["repeats"]
+        ranker,
+        [p.query for p in text.pairs],
+        text.idf,
+        scales=settings["scales"],
+        repeats=settings["repeats"],
+        n_random=settings["n_random"],
+        seed=settings["seed"],
     )
-    passed = probe.mean_rho >= settings["threshold"] and probe.specific
+    beats_random = probe.random_p <= settings["max_random_p"]
+    passed = probe.mean_rho >= settings["threshold"] and probe.specific and beats_random
     irmech_verdict(
         Verdict(
             "idf-in-u0-causal",
@@ -66,7 +73,9 @@ def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
             summary=(
                 f"mean Spearman rho of the edited token's document with the IDF scale {probe.mean_rho:+.3f} over "
                 f"{len(probe.queries)} queries (other token's document {probe.mean_rho_other:+.3f}); score change "
-                f"over the scales {probe.change:+.4g} vs {probe.change_other:+.4g}: must be larger"
+                f"over the scales {probe.change:+.4g} vs {probe.change_other:+.4g}: must be larger; largest over "
+                f"{len(probe.random_change)} random word directions {np.abs(probe.random_change).max():.4g}, "
+                f"p = {probe.random_p:.3g}: must be <= {settings['max_random_p']}"
             ),
             details={
                 "rho": probe.mean_rho,
@@ -74,6 +83,8 @@ def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
                 "change": probe.change,
                 "change_other": probe.change_other,
                 "specific": probe.specific,
+                "random_p": probe.random_p,
+                "random_change": probe.random_change.tolist(),
                 "seed": settings["seed"],
                 "n_pairs": len(probe.queries),
             },

@@ -133,6 +133,11 @@ CIRCUIT_DEFAULTS: dict[str, dict[str, Any]] = {
         # windows" beyond which the curve bends.
         "scales": [-2.0, -1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0],
         "repeats": 3,  # seed 002: "computer computer computer"
+        # The control a random-init model needs (where any direction can move the document smoothly): U0 must
+        # move it more than every one of n_random random directions of word-embedding variation, moved by the
+        # same distances; a permutation p <= 0.05 with 19 directions (seed 002 has no such control).
+        "n_random": 19,
+        "max_random_p": 0.05,
         "idf_source": DEFAULT_IDF,
     },
 }
@@ -144,7 +149,7 @@ CIRCUIT_FULL_PROFILE: dict[str, dict[str, Any]] = {
     "contextualisation-heads": {"n_pairs": 2000, "max_length": 256},
     "tfc1-stmc1-maps": {"n_pairs": 2000, "max_length": 256},
     "circuit-fit": {"n_pairs": 5000, "match_pairs": 2000, "max_length": 256},
-    "idf-in-u0-causal": {"n_queries": 200},
+    "idf-in-u0-causal": {"n_queries": 200, "n_random": 99},
 }
 
 

@@ -55,7 +55,9 @@ class U0EditProbe:
     """Scores while one query token's embedding moves along the IDF-oriented top singular direction (sec. 4.4).
 
     ``edited[i, k]``: query i with a document repeating the edited token, at ``scales[k]``; ``other[i, k]``:
-    the same query and edit with a document repeating another query token.
+    the same query and edit with a document repeating another query token. ``random_change[j]``: the edited
+    token's document's mean score change over the same scales along random direction j instead, moved by the
+    same distance: the control that tells an IDF direction from any direction.
     """
 
     scales: list[float]
@@ -65,6 +67,7 @@ class U0EditProbe:
     other: np.ndarray
     rho_edited: np.ndarray  # per query: Spearman rho of the score with the scale
     rho_other: np.ndarray
+    random_change: np.ndarray
 
     @property
     def mean_rho(self) -> float:
@@ -88,6 +91,12 @@ class U0EditProbe:
         """The edit moves the edited token's document more than the other token's (seed 002, figure 6)."""
         return self.change > self.change_other
 
+    @property
+    def random_p(self) -> float:
+        """Share of the directions (U0 and the random ones) that move the document at least as much as U0 does:
+        a permutation p-value of "U0 is just another direction" (random directions count by |change|)."""
+        return float((1 + np.sum(np.abs(self.random_change) >= self.change)) / (1 + len(self.random_change)))
+
 
 def idf_direction(W_E: torch.Tensor, idf: np.ndarray) -> torch.Tensor:
     """The top right singular vector of W_E, signed so that tokens' coordinates on it grow with IDF."""
@@ -108,20 +117,28 @@ def u0_edit_probe(
     *,
     scales: Sequence[float] = (-2.0, -1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
     repeats: int = 3,
+    n_random: int = 19,
+    seed: int = 0,
     batch_size: int = 64,
 ) -> U0EditProbe:
     """Edit the IDF coordinate of each query's first token (in query and document alike, as editing W_E's row
-    would) to ``c + (scale - 1) |c|`` and score a document repeating it and one repeating the second token.
+    would) to ``c + (scale - 1) |c|`` and score a document repeating it and one repeating the second token;
+    then move the token by the same distances along ``n_random`` random unit directions (seeded).
 
     Scale 1 is the unedited model; larger scales mean a higher IDF whatever the sign of c. Queries without two
-    distinct whole-word tokens with an IDF are skipped; none left raises ``ValueError``.
+    distinct whole-word tokens with an IDF are skipped; none left raises ``ValueError``. The random directions
+    are the control a random-init model needs: there any direction, U0 included, can move a document
+    repeating the token smoothly, and more than one repeating another token (it holds more edited copies).
     """
     scales = sorted(float(s) for s in scales)
     if len(scales) < 3:
         raise ValueError(f"need at least 3 scales to judge monotonicity, got {len(scales)}")
-    direction = idf_direction(ranker.W_E, idf).to(ranker.W_E.dtype)
+    if n_random < 1:
+        raise ValueError(f"n_random must be >= 1 (random directions to compare U0 with), got {n_random}")
+    u0 = idf_direction(ranker.W_E, idf).to(ranker.W_E.dtype)
     W_E = ranker.W_E.detach()
-    rows: list[tuple[str, str, str, int]] = []  # query, edited-token document, other-token document, token id
+    directions = torch.cat([u0[None, :], _word_directions(W_E, idf, u0, n_random, seed)])
+    rows: list[tuple[str, str, float, int, int]] = []  # query, document, scale, edited token id, direction
     kept, tokens = [], []
     for query in queries:
         pair = _two_tokens(ranker.tokenizer, query, idf)
@@ -131,26 +148,52 @@ def u0_edit_probe(
         kept.append(query)
         tokens.append((first, second))
         for doc in (" ".join([first] * repeats), " ".join([second] * repeats)):
-            rows += [(query, doc, s, first_id) for s in scales]
+            rows += [(query, doc, s, first_id, 0) for s in scales]
     if not kept:
         raise ValueError("no query has two distinct whole-word tokens with an IDF to edit and compare")
+    edited_docs = rows[:: 2 * len(scales)]
+    rows += [
+        (q, d, s, i, j)
+        for j in range(1, n_random + 1)
+        for q, d, _, i, _ in edited_docs
+        for s in scales[:: len(scales) - 1]
+    ]
     scores = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         ids = torch.tensor([r[3] for r in chunk])
-        coord = W_E[ids] @ direction
-        shift = (torch.tensor([r[2] for r in chunk], dtype=W_E.dtype) - 1)[:, None] * coord.abs()[:, None]
-        hook = ("hook_embed", _shift_rows(W_E[ids], shift * direction))
-        with torch.no_grad(), ranker.hooks([hook]):
+        distance = (torch.tensor([r[2] for r in chunk], dtype=W_E.dtype) - 1) * (W_E[ids] @ u0).abs()
+        shift = distance[:, None] * directions[[r[4] for r in chunk]]
+        with torch.no_grad(), ranker.hooks([("hook_embed", _shift_rows(W_E[ids], shift))]):
             q, d = [r[0] for r in chunk], [r[1] for r in chunk]
             if ranker.kind == "bi-encoder":
                 scores.append(ranker.similarity(ranker.encode(q), ranker.encode(d)))
             else:
                 scores.append(ranker(ranker.tokenize(q, d)))
-    table = torch.cat(scores).double().cpu().numpy().reshape(len(kept), 2, len(scales))
+    flat = torch.cat(scores).double().cpu().numpy()
+    table = flat[: 2 * len(kept) * len(scales)].reshape(len(kept), 2, len(scales))
+    ends = flat[2 * len(kept) * len(scales) :].reshape(n_random, len(kept), 2)
     edited, other = table[:, 0], table[:, 1]
     rho_edited, rho_other = _spearman_rows(scales, edited), _spearman_rows(scales, other)
-    return U0EditProbe(scales, kept, tokens, edited, other, rho_edited, rho_other)
+    random_change = (ends[:, :, 1] - ends[:, :, 0]).mean(axis=1)
+    return U0EditProbe(scales, kept, tokens, edited, other, rho_edited, rho_other, random_change)
+
+
+def _word_directions(W_E: torch.Tensor, idf: np.ndarray, u0: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` unit directions along which word embeddings vary, orthogonal to ``u0``: random Gaussian mixtures of
+    the centred rows of the tokens with an IDF (their spread follows the embeddings' own covariance).
+
+    Not uniform random directions: those also point at what no word varies along (a model's special-token or
+    position directions), where a model can be arbitrarily sensitive; the planted model is, through its
+    +-30 special-token logits.
+    """
+    rows = W_E[torch.from_numpy(~np.isnan(idf))].double()
+    rows = rows - rows.mean(0)
+    gen = torch.Generator().manual_seed(seed)
+    mixed = torch.randn(n, rows.shape[0], generator=gen, dtype=torch.float64) @ rows
+    u = u0.double()
+    mixed = mixed - (mixed @ u)[:, None] * u[None, :]
+    return torch.nn.functional.normalize(mixed, dim=1).to(W_E.dtype)
 
 
 def _two_tokens(tokenizer: Any, query: str, idf: np.ndarray) -> tuple[tuple[str, int], tuple[str, int]] | None:

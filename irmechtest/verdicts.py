@@ -78,6 +78,12 @@ class Verdict:
     def passed(self) -> bool:
         return self.outcome is Outcome.PASSED
 
+    @property
+    def other_condition_failed(self) -> bool:
+        """Failed although the value meets its threshold: the property's further condition (its summary says
+        which, e.g. a specificity interval or a random-direction control) did not hold."""
+        return self.outcome is Outcome.FAILED and self._decide() is Outcome.PASSED
+
     def interval(self) -> tuple[float, float] | None:
         """The value's confidence interval, for properties that report one (``details["ci_low"/"ci_high"]``)."""
         low, high = self.details.get("ci_low"), self.details.get("ci_high")

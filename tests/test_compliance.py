@@ -182,3 +182,9 @@ def test_a_threshold_inside_the_interval_is_flagged_whatever_the_outcome() -> No
     clear = Verdict("tfc1", "m", 0.99, 0.9, details={"ci_low": 0.96, "ci_high": 1.0})
     assert clear.passed and not clear.undecided and "interval" not in clear.message()
     assert not Verdict("circuit-fit", "m", 0.85, 0.8).undecided  # no interval reported
+
+
+def test_a_failure_on_a_further_condition_is_told_apart_from_a_low_value() -> None:
+    specificity = Verdict("tfc1-stmc1-maps", "m", 0.87, 0.8, outcome=Outcome.FAILED)
+    assert specificity.other_condition_failed
+    assert not Verdict("tfc1-stmc1-maps", "m", 0.5, 0.8).other_condition_failed
