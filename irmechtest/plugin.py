@@ -309,11 +309,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     width = max(len(v.property) for v in verdicts)
     for v in verdicts:
         value = "" if v.value is None else f"{v.value:.4g} (needs {v.comparison} {v.threshold:.4g})"
-        interval = v.interval()
-        if v.other_condition_failed:
-            value += ", but a further condition failed (see its summary)"
-        elif v.undecided and interval is not None:
-            value += f", threshold inside the interval [{interval[0]:.4g}, {interval[1]:.4g}]"
+        if note := v.qualifier():
+            value += f", {note}"
         terminalreporter.write_line(f"{v.outcome.value:>14}  {v.property:<{width}}  {v.model}  {value}")
     comparisons = _conclude(config).comparisons
     if comparisons:

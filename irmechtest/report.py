@@ -61,9 +61,8 @@ def _value_text(verdict: Verdict) -> str:
         reason = verdict.reason or verdict.outcome.value
         return reason if len(reason) <= 40 else reason[:39] + "\u2026"
     text = f"{_fmt(verdict.value)} {verdict.comparison} {_fmt(verdict.threshold)}"
-    if verdict.other_condition_failed:
-        return f"{text}, a further condition failed"
-    return f"{text}, threshold inside the CI" if verdict.undecided else text
+    note = verdict.qualifier()
+    return f"{text}, {note}" if note else text
 
 
 def _table(columns: Sequence[Any], rows: Sequence[Sequence[Any]], cls: str = "") -> str:

@@ -98,6 +98,16 @@ class Verdict:
             return False
         return interval[0] <= self.threshold <= interval[1]
 
+    def qualifier(self) -> str:
+        """What "value against threshold" leaves out, in a few words for a summary line or matrix cell ("" when
+        nothing): a further condition that failed, or a threshold within the value's sampling error."""
+        interval = self.interval()
+        if self.other_condition_failed:
+            return "a further condition failed (see its summary)"
+        if self.undecided and interval is not None:
+            return f"threshold inside the CI [{interval[0]:.4g}, {interval[1]:.4g}]"
+        return ""
+
     def interval_note(self) -> str:
         """One line saying that the verdict is within sampling error of its threshold, or ""."""
         interval = self.interval()
