@@ -139,7 +139,7 @@ def u0_edit_probe(
     W_E = ranker.W_E.detach()
     directions = torch.cat([u0[None, :], _word_directions(W_E, idf, u0, n_random, seed)])
     rows: list[tuple[str, str, float, int, int]] = []  # query, document, scale, edited token id, direction
-    kept, tokens = [], []
+    kept, tokens, edited_docs = [], [], []
     for query in queries:
         pair = _two_tokens(ranker.tokenizer, query, idf)
         if pair is None:
@@ -147,17 +147,13 @@ def u0_edit_probe(
         (first, first_id), (second, _) = pair
         kept.append(query)
         tokens.append((first, second))
-        for doc in (" ".join([first] * repeats), " ".join([second] * repeats)):
+        edited_docs.append((query, " ".join([first] * repeats), first_id))
+        for doc in (edited_docs[-1][1], " ".join([second] * repeats)):
             rows += [(query, doc, s, first_id, 0) for s in scales]
     if not kept:
         raise ValueError("no query has two distinct whole-word tokens with an IDF to edit and compare")
-    edited_docs = rows[:: 2 * len(scales)]
-    rows += [
-        (q, d, s, i, j)
-        for j in range(1, n_random + 1)
-        for q, d, _, i, _ in edited_docs
-        for s in scales[:: len(scales) - 1]
-    ]
+    ends = (scales[0], scales[-1])  # random directions: the change over the whole range only
+    rows += [(q, d, s, i, j) for j in range(1, n_random + 1) for q, d, i in edited_docs for s in ends]
     scores = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
@@ -172,10 +168,10 @@ def u0_edit_probe(
                 scores.append(ranker(ranker.tokenize(q, d)))
     flat = torch.cat(scores).double().cpu().numpy()
     table = flat[: 2 * len(kept) * len(scales)].reshape(len(kept), 2, len(scales))
-    ends = flat[2 * len(kept) * len(scales) :].reshape(n_random, len(kept), 2)
+    at_ends = flat[2 * len(kept) * len(scales) :].reshape(n_random, len(kept), 2)
     edited, other = table[:, 0], table[:, 1]
     rho_edited, rho_other = _spearman_rows(scales, edited), _spearman_rows(scales, other)
-    random_change = (ends[:, :, 1] - ends[:, :, 0]).mean(axis=1)
+    random_change = (at_ends[:, :, 1] - at_ends[:, :, 0]).mean(axis=1)
     return U0EditProbe(scales, kept, tokens, edited, other, rho_edited, rho_other, random_change)
 
 
