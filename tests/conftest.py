@@ -1,6 +1,7 @@
 """Shared fixtures of irmechtest's own tests: models are built once per session (they are read-only)."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,20 @@ def twin():
     from irmechtest.controls import planted_ranker
 
     return planted_ranker(random=True)
+
+
+ZOO_DIR = Path(os.environ.get("IRMECHTEST_ZOO", Path(__file__).resolve().parents[2] / "shared" / "models"))
+
+
+@pytest.fixture(scope="session")
+def zoo():
+    """``zoo(name)``: the path of a validation-zoo checkpoint (``../shared/models``, or ``$IRMECHTEST_ZOO``);
+    the test is skipped with the reason when the zoo is not beside the checkout (a fresh clone elsewhere)."""
+
+    def path(name: str) -> Path:
+        folder = ZOO_DIR / name
+        if not (folder / "config.json").exists():
+            pytest.skip(f"validation zoo model {folder} is absent (the zoo lives in ../shared/models)")
+        return folder
+
+    return path

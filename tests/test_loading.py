@@ -179,3 +179,18 @@ def test_progress_bars_show_on_a_terminal_for_long_work_only(monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     with progress_bar(30, "long work in CI", long=20) as bar:
         assert bar.disable
+
+
+def test_random_like_has_the_checkpoints_shape_and_tokenizer_but_new_weights(zoo):
+    real = load_ranker(str(zoo("ce-minilm-trecdl-s1")))
+    twin = load_ranker(f"irmechtest:random-like:{zoo('ce-minilm-trecdl-s1')}")
+    assert twin.kind == real.kind == "cross-encoder"
+    assert twin.cfg == real.cfg
+    assert twin.tokenizer.vocab == real.tokenizer.vocab
+    assert not torch.equal(twin.W_E, real.W_E)
+    assert twin.identity["source"].startswith("random init")
+
+
+def test_random_like_of_a_sentence_transformers_folder_keeps_its_pooling():
+    twin = load_ranker("irmechtest:random-like:minilm")
+    assert twin.kind == "bi-encoder" and twin.pooling == load_ranker("minilm").pooling
