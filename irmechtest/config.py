@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from irmechtest.axioms import behaviour_defaults, behaviour_full_profile
+from irmechtest.compliance import RANDOM_TWIN
 
 PROFILES = ("quick", "full")
 
@@ -30,12 +31,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "idf_source": "msmarco-wordpiece",
     },
     "tfc1": {
-        # "TFC1 holds for >= 90 % of minimal pairs" is the product's release criterion; ties are exact
-        # equality on length-matched pairs unless a tie band is configured. It is stricter than the axiom
-        # catalogue's TFC1 default (0.61, Camara & Hauff 2020's rate for BERT on their diagnostic pairs) on
-        # purpose: a single length-matched query-term insertion is the easiest TFC1 case there is.
-        "threshold": 0.9,
-        "tie_band": 0.0,
+        # The share of pairs on which inserting a query term beats inserting an unrelated word of the same
+        # token length (same document, same slot) by more than the model's neutral spread, with the mean
+        # contrast's interval above 0 (docs/axioms.md, "Verdicts against controls"): 0.5 is twice the 0.25
+        # a model scores when it treats query terms like any word. It replaces the earlier ">= 90 % of pairs
+        # rise at all against filler padding", which a random-init 6 x 384 cross-encoder met at 1.0 (a
+        # fixed filler token is a biased reference) while the trained zoo model measured 0.695. Camara &
+        # Hauff 2020's ~61 % for BERT is a bare direction rate, a reference only.
+        "threshold": 0.5,
+        "tie_band": "control",
+        "random_twin": "auto",
         "pairs": "irmechtest:trec-dl-tfc1-sample",
         "n_pairs": 200,
         "seed": 0,
@@ -55,6 +60,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "tie_band": (0.0, math.inf),
     "baseline_delta": (0.0, math.inf),
 }
+# Settings whose text values are a fixed set (tie_band may also be a number).
+_CHOICES: dict[str, tuple[str, ...]] = {"tie_band": ("calibrate", "control"), "random_twin": RANDOM_TWIN}
 _POSITIVE_INTS = ("n_", "top_k")  # sample and result sizes: at least 1
 
 
@@ -76,8 +83,10 @@ def check_value(name: str, key: str, value: Any, where: str) -> Any:
     if key not in known:
         raise ConfigError(f"{where}: property {name!r} has no setting {key!r}; settings: {', '.join(sorted(known))}")
     default = known[key]
-    if isinstance(default, bool) or default is None:
-        expected: tuple[type, ...] = (bool,) if isinstance(default, bool) else (str, int, float, bool)
+    if key == "tie_band":
+        expected: tuple[type, ...] = (int, float, str)  # a number, or how to calibrate one
+    elif isinstance(default, bool) or default is None:
+        expected = (bool,) if isinstance(default, bool) else (str, int, float, bool)
     elif isinstance(default, int):
         expected = (int,)
     elif isinstance(default, float):
@@ -87,6 +96,8 @@ def check_value(name: str, key: str, value: Any, where: str) -> Any:
     if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
         kind = " or ".join(t.__name__ for t in expected)
         raise ConfigError(f"{where}: {key} must be {kind}, got {value!r}")
+    if isinstance(value, str) and key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"{where}: {key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: {key} must be finite, got {value!r}")
     low, high = _RANGES.get(key, (-math.inf, math.inf))

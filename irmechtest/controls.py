@@ -76,6 +76,29 @@ def random_minilm(seed: int = 0) -> HookedRanker:
     )
 
 
+def random_twin(ranker: HookedRanker, seed: int = 1) -> HookedRanker:
+    """``ranker``'s shape, tokenizer, pooling and length limit with random weights: what the architecture
+    does untrained. Seed 1, so the twin of a seed-0 random control is another draw, not the same model."""
+    import copy
+
+    from irmechtest.loading import ranker_from_hf
+
+    hf_model = getattr(ranker, "hf_model", None)
+    if hf_model is None:
+        raise ValueError(f"{ranker.name} was not built from a Hugging Face model; it has no random twin")
+    config = copy.deepcopy(hf_model.config)
+    twin = random_hf_model(config, seed, cross_encoder=ranker.kind == "cross-encoder")
+    return ranker_from_hf(
+        twin,
+        ranker.tokenizer,
+        kind=ranker.kind,
+        name=f"random twin of {ranker.name}",
+        pooling=ranker.pooling,
+        max_length=ranker.max_length,
+        identity={"source": f"random init of {ranker.name}'s config", "seed": seed},
+    ).to(next(ranker.parameters()).device)
+
+
 def random_cross_encoder(family: str, seed: int = 0, num_labels: int = 1) -> HookedRanker:
     from irmechtest.loading import ranker_from_hf
 

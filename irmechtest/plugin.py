@@ -23,6 +23,7 @@ Under pytest-xdist each worker sends its verdicts and model identities to the co
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ from typing import Any
 import pytest
 
 from irmechtest import fingerprint
+from irmechtest.compliance import CachedScorer
 from irmechtest.config import PROFILES, ConfigError, Configuration, load_configuration
+from irmechtest.controls import random_twin
 from irmechtest.loading import DEFAULT_MODEL, load_ranker
 from irmechtest.models import HookedRanker
 from irmechtest.verdicts import Outcome, Verdict, jsonable
@@ -152,6 +155,13 @@ def ranker(request: pytest.FixtureRequest) -> HookedRanker:
         models[spec] = load_ranker(spec, device=request.config.getoption("irmech_device"))
         request.config.stash[IDENTITIES_KEY][models[spec].name] = jsonable(models[spec].identity)
     return models[spec]
+
+
+@pytest.fixture(scope="session")
+def ranker_twin(ranker: HookedRanker) -> Callable[[], CachedScorer]:
+    """The ranker's random-init twin (``controls.random_twin``), built on first call and kept for the session:
+    behavioural verdicts compare with it where ``compliance.wants_twin`` says so."""
+    return functools.cache(lambda: CachedScorer(random_twin(ranker)))
 
 
 def profile(config: pytest.Config) -> str:
