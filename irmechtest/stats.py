@@ -126,22 +126,14 @@ class Compliance:
     contrast_ci_high: float | None = None
     mean_control_effect: float | None = None  # mean score change of the neutral control edit itself
     tie_band_source: str = ""
-    # Set when compared with a random-init twin (compliance.measure with a twin): mean contrast in units of
-    # each model's own neutral spread (median |control - control|), and the interval of model minus twin.
-    standardized_contrast: float | None = None
-    twin_standardized_contrast: float | None = None
-    beyond_twin_ci_low: float | None = None
-    beyond_twin_ci_high: float | None = None
+    twin_contrast: float | None = None  # a random-init twin's mean contrast, subtracted per pair when set
 
     @property
     def contrast_holds(self) -> bool | None:
         """Whether the mean contrast's interval lies on the direction's side of 0 (None if not controlled)."""
         if not self.controlled or self.contrast_ci_low is None or self.contrast_ci_high is None:
             return None
-        holds = self._beyond(self.contrast_ci_low, self.contrast_ci_high)
-        if self.beyond_twin_ci_low is not None and self.beyond_twin_ci_high is not None:
-            holds = holds and self._beyond(self.beyond_twin_ci_low, self.beyond_twin_ci_high)
-        return holds
+        return self._beyond(self.contrast_ci_low, self.contrast_ci_high)
 
     def _beyond(self, low: float, high: float) -> bool:
         """Whether an interval lies on the direction's side of 0 (contains 0, for ``neutral``)."""
@@ -173,7 +165,8 @@ class Compliance:
             f"{self.axiom} against its neutral control: {self.rate:.1%} of {self.n} pairs "
             f"{self.direction.value} beyond the tie band ({self.confidence:.0%} CI {self.ci_low:.1%}-"
             f"{self.ci_high:.1%}; pos/neg/tie {self.pos}/{self.neg}/{self.ties}, tie band {self.tie_band:.3g} "
-            f"{self.tie_band_source}); paired contrast (axiom minus control) {self.mean_effect:+.4g}, "
+            f"{self.tie_band_source}); paired contrast (axiom minus control"
+            f"{' minus twin' if self.twin_contrast is not None else ''}) {self.mean_effect:+.4g}, "
             f"{self.confidence:.0%} bootstrap CI [{self.contrast_ci_low:+.4g}, {self.contrast_ci_high:+.4g}]"
             f"{'' if self._beyond(self.contrast_ci_low, self.contrast_ci_high) else ' (not beyond 0)'}; control alone "
             f"{self.mean_control_effect:+.4g}; {self.not_applicable} not applicable; {rejected} rejected)"
@@ -181,14 +174,9 @@ class Compliance:
         )
 
     def _twin_summary(self) -> str:
-        if self.beyond_twin_ci_low is None:
+        if self.twin_contrast is None:
             return ""
-        return (
-            f"; against a random-init twin: standardized contrast {self.standardized_contrast:+.3g} vs the "
-            f"twin's {self.twin_standardized_contrast:+.3g}, difference {self.confidence:.0%} bootstrap CI "
-            f"[{self.beyond_twin_ci_low:+.3g}, {self.beyond_twin_ci_high:+.3g}]"
-            f"{'' if self._beyond(self.beyond_twin_ci_low, self.beyond_twin_ci_high) else ' (not beyond the twin)'}"
-        )
+        return f"; net of a random-init twin's contrast ({self.twin_contrast:+.4g}, subtracted per pair)"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
