@@ -138,6 +138,7 @@ def measure(scorer: Scorer, pair_set: PairSet, *, tie_band: float, confidence: f
         examples=examples,
         not_applicable=sum(pair_set.not_applicable.values()),
         rejected=dict(pair_set.rejected),
+        shortened=pair_set.shortened,
         confidence=confidence,
     )
 
@@ -237,7 +238,7 @@ def to_verdict(result: Compliance, model: str, threshold: float, *, property: st
         threshold=threshold,
         comparison=">=",
         summary=result.summary(),
-        details=result.to_dict(),
+        details={**result.to_dict(), "adaptations": result.adaptations()},
         evidence=evidence,
     )
 

@@ -120,6 +120,13 @@ class Compliance:
     not_applicable: int = 0  # the axiom's precondition does not hold (counted apart from failures)
     rejected: dict[str, int] = field(default_factory=dict)  # pairs that could not be built, by reason
     worst: dict[str, Any] | None = None  # the most violating pair, None when nothing violates
+    shortened: int = 0  # scored pairs whose document lost words from its end to fit the model
+
+    def adaptations(self) -> dict[str, int]:
+        """Every change to the data behind the rate, counted, for the verdict (``details["adaptations"]``)."""
+        counts = {"documents shortened to fit": self.shortened}
+        counts.update({f"pairs rejected ({reason})": n for reason, n in sorted(self.rejected.items())})
+        return {what: n for what, n in counts.items() if n}
 
     @property
     def violations(self) -> int:
@@ -154,6 +161,7 @@ def compliance(
     examples: Sequence[Mapping[str, Any]] | None = None,
     not_applicable: int = 0,
     rejected: Mapping[str, int] | None = None,
+    shortened: int = 0,
     confidence: float = 0.95,
 ) -> Compliance:
     """Summarise score changes (perturbed minus baseline, one per applicable pair) against a direction.
@@ -196,6 +204,7 @@ def compliance(
         not_applicable=not_applicable,
         rejected=dict(rejected or {}),
         worst=_worst(values, classes, direction, examples),
+        shortened=shortened,
     )
 
 
