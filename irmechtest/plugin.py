@@ -69,7 +69,7 @@ class ExitCode(enum.IntEnum):
     """irmechtest's own exit codes, above pytest's 0-5 so that CI can tell them apart (docs/configuration.md)."""
 
     MODEL_NOT_LOADED = 6  # a --model could not be loaded: nothing was measured on it
-    INCOMPLETE = 7  # gate mode: not every selected property produced a measured verdict, nothing to gate on
+    INCOMPLETE = 7  # gate mode, no regression found: a property raised, or the run stopped before every verdict
 
 
 class ModelLoadError(Exception):
@@ -479,11 +479,12 @@ def _exit_status(session: pytest.Session, result: RunResult) -> int:
         return ExitCode.MODEL_NOT_LOADED
     if session.config.getoption("irmech_gate") != "baseline":
         return status
-    errors = any(v.outcome is Outcome.ERROR for v in session.config.stash[VERDICTS_KEY])
-    if result.incomplete or errors:
+    if result.incomplete:
         return ExitCode.INCOMPLETE
-    gate_failed = fingerprint.failed(result.comparisons) or result.required_failed
-    return pytest.ExitCode.TESTS_FAILED if gate_failed else pytest.ExitCode.OK
+    if fingerprint.failed(result.comparisons) or result.required_failed:
+        return pytest.ExitCode.TESTS_FAILED  # a regression found stands, whether or not another property raised
+    errors = any(v.outcome is Outcome.ERROR for v in session.config.stash[VERDICTS_KEY])
+    return ExitCode.INCOMPLETE if errors else pytest.ExitCode.OK
 
 
 @pytest.hookimpl(tryfirst=True)  # before junitxml writes its file

@@ -197,8 +197,8 @@ def test_a_model_that_cannot_load_is_reported_once_under_its_name(pytester):
     assert result.stdout.count("could not get 'nobody/no-such-model'") == 1
     assert "Traceback" not in result.stdout and len(result.stdout.splitlines()) < 60
     verdicts = json.loads((pytester.path / "v.json").read_text())["verdicts"]
-    assert len(verdicts) == 8 and {(v["model"], v["outcome"]) for v in verdicts} == {("nobody/no-such-model", "error")}
-    assert "8 verdicts on 1 model(s)" in (pytester.path / "r.html").read_text()
+    assert len(verdicts) == 7 and {(v["model"], v["outcome"]) for v in verdicts} == {("nobody/no-such-model", "error")}
+    assert "7 verdicts on 1 model(s)" in (pytester.path / "r.html").read_text()
     assert not (pytester.path / "b.json").exists() and "baseline NOT saved to b.json" in result.stdout
 
 
@@ -244,6 +244,9 @@ def test_readme_release_workflow(pytester):
     unchanged candidate passes the gate, one with its matching heads ablated fails it, and the report is there
     to upload after every step."""
     pytester.makeconftest(VOCABULARY_CONFTEST)
+    # The planted model passes these three properties; a release with a measured failure (MiniLM has three by
+    # design) is made by asking idf-in-u0 for |r| >= 1, which no measured correlation reaches.
+    pytester.makepyprojecttoml("[tool.irmechtest.properties.idf-in-u0]\nthreshold = 1.0\n")
     release, ablated = _save_planted(pytester.path / "release", False), _save_planted(pytester.path / "ablated", True)
     selection = ["-k", "test_matching_heads or test_tfc1_holds or test_idf_lives_in_u0"]
     outputs = ["--irmech-gate=baseline", "--irmech-report=irmech-report.html", "--irmech-json=irmech.json"]
@@ -251,7 +254,7 @@ def test_readme_release_workflow(pytester):
     saved = run(pytester, f"--model={release}", *selection, *outputs, "--irmech-save-baseline=irmech-baseline.json")
     verdicts = json.loads((pytester.path / "irmech.json").read_text())["verdicts"]
     outcomes = {v["property"]: v["outcome"] for v in verdicts}
-    assert outcomes["matching-heads"] == "passed" and "failed" in outcomes.values(), outcomes
+    assert outcomes == {"idf-in-u0": "failed", "matching-heads": "passed", "tfc1": "passed"}
     assert saved.returncode == 0, saved.stdout
     assert (pytester.path / "irmech-baseline.json").is_file() and (pytester.path / "irmech-report.html").is_file()
 
@@ -263,5 +266,24 @@ def test_readme_release_workflow(pytester):
     (pytester.path / "irmech-report.html").unlink()
     candidate = run(pytester, f"--model={ablated}", *compare)
     assert candidate.returncode == pytest.ExitCode.TESTS_FAILED, candidate.stdout
-    assert "  - matching-heads: outcome passed -> failed" in candidate.stdout
+    # Zeroing them removes the planted model's only query-term route: the TFC1 effect vanishes (so the
+    # matching-heads search has nothing to normalise by and raises), and the gate names the ablated heads.
+    assert "  - matching-heads: lost components 0.1, 0.3, 1.2 (baseline ['0.1', '0.3', '1.2'])" in candidate.stdout
+    assert "  - tfc1: outcome passed -> failed" in candidate.stdout
     assert (pytester.path / "irmech-report.html").is_file() and (pytester.path / "irmech.xml").is_file()
+
+
+def test_gate_mode_exits_on_drift_and_required_properties_only(pytester):
+    """``--irmech-gate=baseline``: a measured failure alone exits 0; a failed property listed in ``required``
+    exits 1; a run that did not produce every verdict exits 7 (nothing complete to gate on)."""
+    pytester.makepyfile(test_fake=FAKE_SUITE)
+    failing = {"IRMECH_FAKE_VALUE": "0.5"}
+    gate = ["test_fake.py", "--irmech-gate=baseline"]
+    saved = run(pytester, *gate, "--irmech-save-baseline=b.json", env=failing)
+    assert saved.returncode == 0 and "1 measured failure(s) are findings, not regressions" in saved.stdout
+    assert run(pytester, *gate, "--irmech-baseline=b.json", env=failing).returncode == 0
+    pytester.makepyprojecttoml('[tool.irmechtest]\nrequired = ["tfc1"]\n')
+    required = run(pytester, *gate, "--irmech-baseline=b.json", env=failing)
+    assert required.returncode == 1 and "required property not passed: [model-1] tfc1: failed" in required.stdout
+    stopped = run(pytester, *gate, "--irmech-baseline=b.json", "-x", env=failing)
+    assert stopped.returncode == 7 and "run incomplete: stopped early" in stopped.stdout
