@@ -29,13 +29,17 @@ def resources(ranker):
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.irmech_property(f"axiom-{n.lower()}"), id=n) for n in AXIOMS]
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.irmech_property(f"axiom-{n.lower()}", quantity="compliance rate"), id=n)
+        for n in AXIOMS
+    ],
 )
 def test_axiom_behaviour(name, ranker, ranker_twin, scorer, resources, irmech_settings, irmech_verdict):
     settings = irmech_settings
     context, coverage = resources
     property_name = f"axiom-{name.lower()}"
-    result, pair_set = measure_axiom(
+    result, _ = measure_axiom(
         scorer,
         name,
         settings["pairs"],
@@ -48,7 +52,6 @@ def test_axiom_behaviour(name, ranker, ranker_twin, scorer, resources, irmech_se
     verdict = to_verdict(result, ranker.name, settings["threshold"], property=property_name)
     verdict.details.update(
         threshold_source=settings["threshold_source"],
-        shortened_to_fit=pair_set.shortened,
         idf_vocabulary_coverage=coverage,
     )
     if settings["search_examples"] and result.rate is not None:

@@ -94,7 +94,9 @@ def sample(settings, diagnostics: C.Diagnostics) -> dict[str, Any]:
     }
 
 
-@pytest.mark.irmech_property("matching-heads", applies_to=CROSS, reason=NO_QD)
+@pytest.mark.irmech_property(
+    "matching-heads", applies_to=CROSS, reason=NO_QD, quantity="share of the effect removed by ablation"
+)
 def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, matching_heads):
     s = irmech_settings
     _, diagnostics, _, _ = circuit_inputs(ranker, s)
@@ -152,7 +154,7 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
     )
 
 
-@pytest.mark.irmech_property("scoring-heads", applies_to=CROSS, reason=NO_QD)
+@pytest.mark.irmech_property("scoring-heads", applies_to=CROSS, reason=NO_QD, quantity="mean IDF r")
 def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
     _, diagnostics, _, _ = circuit_inputs(ranker, s)
@@ -178,7 +180,7 @@ def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, 
     )
 
 
-@pytest.mark.irmech_property("contextualisation-heads", applies_to=CROSS, reason=NO_QD)
+@pytest.mark.irmech_property("contextualisation-heads", applies_to=CROSS, reason=NO_QD, quantity="heads found")
 def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
     text, diagnostics, _, _ = circuit_inputs(ranker, s)
@@ -216,7 +218,7 @@ def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circui
     )
 
 
-@pytest.mark.irmech_property("tfc1-stmc1-maps")
+@pytest.mark.irmech_property("tfc1-stmc1-maps", quantity="map r")
 def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict, circuit_inputs):
     """Semantic matching reuses the exact-matching components: the STMC1 verdict, apart from the head search."""
     s = irmech_settings
@@ -263,7 +265,7 @@ def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict
     )
 
 
-@pytest.mark.irmech_property("circuit-fit", applies_to=CROSS, reason=NO_QD)
+@pytest.mark.irmech_property("circuit-fit", applies_to=CROSS, reason=NO_QD, quantity="held-out Pearson r")
 def test_linear_circuit_fit(ranker, irmech_settings, irmech_verdict, matching_heads):
     s = irmech_settings
     match_settings = dict(s, n_pairs=s["match_pairs"])

@@ -8,7 +8,7 @@ from irmechtest.probes import svd_idf_probe
 from irmechtest.verdicts import Evidence, Verdict
 
 
-@pytest.mark.irmech_property("idf-in-u0")
+@pytest.mark.irmech_property("idf-in-u0", quantity="|r|")
 def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
     settings = irmech_settings
     idf = idf_vector(ranker.tokenizer, settings["idf_source"])
@@ -43,7 +43,7 @@ def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
     )
 
 
-@pytest.mark.irmech_property("idf-in-u0-causal")
+@pytest.mark.irmech_property("idf-in-u0-causal", quantity="mean Spearman rho")
 def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
     """Seed 002 sec. 4.4: raising one query token's IDF coordinate raises a document repeating it, monotonically,
     and more than a document repeating another query token."""

