@@ -261,12 +261,18 @@ def test_wants_twin() -> None:
 
 
 def test_documents_shortened_to_fit_are_counted_in_the_verdict(minilm, tmp_path) -> None:
-    """Issue 14 case 7: 20 documents of 5,000 words passed TFC1 with no mention of their shortening."""
-    rows = "".join(f"q{i}\td{i}\tfox den\t{' '.join(['the fox ran to its den'] * 834)}\t\t1\n" for i in range(20))
+    """Issue 14 case 7: 20 documents of 5,000 words passed TFC1 with no mention of their shortening. Real
+    queries and passages (repeated to ~5,000 words), so the neutral controls find unrelated words."""
+    judged = load_pairs(limit=20, seed=0)
+    rows = "".join(
+        f"{p.qid}\t{p.docno}\t{p.query}\t{' '.join([p.text] * (5000 // len(p.text.split()) + 1))}\t\t1\n"
+        for p in judged
+    )
     path = tmp_path / "long.tsv"
     path.write_text("qid\tdocno\tquery\ttext\tperturbed_text\trelevance\n" + rows)
     result, pair_set = measure_axiom(minilm, "TFC1", str(path), tie_band=0.0)
-    assert pair_set.shortened == result.shortened == result.n == 20
+    assert pair_set.shortened == len(pair_set.cases) == 20
+    assert result.shortened == 20 and result.n >= 15, result.rejected
     verdict = to_verdict(result, minilm.name, 0.9, property="tfc1")
-    assert verdict.adaptations() == {"documents shortened to fit": 20}
+    assert verdict.adaptations()["documents shortened to fit"] == 20
     assert "data adapted: 20 documents shortened to fit" in verdict.qualifier()
