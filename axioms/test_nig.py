@@ -48,7 +48,8 @@ def test_pruning_top_nig_neurons_hurts_more_than_random(ranker, irmech_settings,
                 f"zeroing the top {100 * s['fraction']:g} % ({len(selected)}) {s['scheme']} NIG neurons: nDCG@10 "
                 f"{result.base.mean():.3f} -> {result.pruned.mean():.3f} ({result.drop_pct(result.pruned):.1f} % "
                 f"lost); {s['repeats']} random same-layer sets: {result.drop_pct(result.random):.1f} % lost; "
-                f"{len(data.lists)} queries, {len(data.attribution)} attribution pairs ({data.source}); "
+                f"{len(data.lists)} queries ({result.queries_moved} moved by the NIG pruning), "
+                f"{len(data.attribution)} attribution pairs ({data.source}); "
                 f"{baseline.describe()}"
             ),
             details={
@@ -56,6 +57,7 @@ def test_pruning_top_nig_neurons_hurts_more_than_random(ranker, irmech_settings,
                 "seed": s["seed"],
                 "n_pairs": len(data.attribution),
                 "n_queries": len(data.lists),
+                "n_queries_moved": result.queries_moved,
                 "data": data.source,
                 "ndcg_base": float(result.base.mean()),
                 "ndcg_pruned": float(result.pruned.mean()),

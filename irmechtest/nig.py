@@ -488,6 +488,12 @@ class PruningResult:
         return self.base - self.pruned
 
     @property
+    def queries_moved(self) -> int:
+        """Queries whose nDCG@10 the NIG pruning changed at all. With one relevant passage per list most
+        rankings often do not move; a comparison resting on one or two moved queries has little power."""
+        return int((np.abs(self.drop) > 1e-9).sum())
+
+    @property
     def random_drop(self) -> np.ndarray:
         """Per query, the mean nDCG@10 drop over the random selections."""
         return (self.base - self.random).mean(axis=0)

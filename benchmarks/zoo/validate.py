@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import HERE, MODELS, REPO
 from expected import PROPERTIES, write_doc
 
-VERDICT_WORD = {"passed": "pass", "failed": "fail", "not_applicable": "n/a", "error": "error"}
+VERDICT_WORD = {"passed": "pass", "failed": "fail", "not applicable": "n/a", "error": "error"}
+"""irmechtest's outcomes (irmechtest.verdicts.Outcome values) in the words of expected.json."""
 
 
 def run_suite(spec: str, json_path: Path, extra: list[str]) -> tuple[int, float]:
