@@ -25,10 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from irmechtest.decoder import DECODER_FAMILIES, HookedDecoderRanker, PairPrompt, YesNoPrompt, decoder_ranker_parts
 from irmechtest.encoder import SUPPORTED_FAMILIES, UnsupportedArchitectureError, encoder_parts
 from irmechtest.models import HookedRanker, Pooling
+
+# Every model_type irmechtest loads: the hooked encoder's and the hooked decoder's families.
+FAMILIES: dict[str, str] = {**SUPPORTED_FAMILIES, **DECODER_FAMILIES}
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 EMBEDDED_ALIASES = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2", "default"}
@@ -154,6 +158,7 @@ def _sentence_transformers_layout(directory: Path) -> tuple[str, Path, Pooling |
                 ("mean", "pooling_mode_mean_tokens"),
                 ("max", "pooling_mode_max_tokens"),
                 ("mean_sqrt_len", "pooling_mode_mean_sqrt_len_tokens"),
+                ("lasttoken", "pooling_mode_lasttoken"),
             )
             if pool_cfg.get(key)
         ]
@@ -171,10 +176,22 @@ def _checkpoint_kind(config) -> str:
     architectures = config.architectures or []
     if any(a.endswith("ForSequenceClassification") for a in architectures):
         return "cross-encoder"
+    if config.model_type in DECODER_FAMILIES and any(a.endswith("ForCausalLM") for a in architectures):
+        return "cross-encoder"  # a yes / no judge, Qwen3-Reranker style (decoder.YesNoPrompt)
     raise ValueError(
-        f"architectures {architectures} are not a ranker: expected a *ForSequenceClassification cross-encoder "
-        "or a sentence-transformers folder (modules.json with a Pooling module)"
+        f"architectures {architectures} are not a ranker: expected a *ForSequenceClassification cross-encoder, "
+        "a decoder *ForCausalLM yes / no reranker, or a sentence-transformers folder (modules.json with a "
+        "Pooling module)"
     )
+
+
+def auto_model_class(config, kind: str) -> type:
+    """The Auto class that builds a checkpoint of ``kind`` with its scoring head."""
+    if kind != "cross-encoder":
+        return AutoModel
+    if any(a.endswith("ForCausalLM") for a in config.architectures or []):
+        return AutoModelForCausalLM
+    return AutoModelForSequenceClassification
 
 
 def load_from_directory(
@@ -196,9 +213,9 @@ def load_from_directory(
         model_dir = directory
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
         kind = _checkpoint_kind(config)
-    if config.model_type not in SUPPORTED_FAMILIES:
-        raise UnsupportedArchitectureError(config.model_type)
-    auto = AutoModelForSequenceClassification if kind == "cross-encoder" else AutoModel
+    if config.model_type not in FAMILIES:
+        raise UnsupportedArchitectureError(config.model_type, FAMILIES)
+    auto = auto_model_class(config, kind)
     if random_init_seed is not None:
         from irmechtest.controls import random_hf_model
 
@@ -237,9 +254,14 @@ def ranker_from_hf(
     pooling: Pooling | None = None,
     max_length: int | None = None,
     identity: dict | None = None,
+    prompt: YesNoPrompt | PairPrompt | None = None,
 ) -> HookedRanker:
-    """Wrap an in-memory Hugging Face model; its modules are shared, not copied."""
-    if kind == "cross-encoder":
+    """Wrap an in-memory Hugging Face model; its modules are shared, not copied.
+
+    ``prompt`` (decoders only) overrides the family's default template (``decoder.DEFAULT_*_PROMPT``).
+    """
+    decoder = hf_model.config.model_type in DECODER_FAMILIES
+    if kind == "cross-encoder" and not (decoder and hasattr(hf_model, "lm_head")):
         num_labels = hf_model.config.num_labels
         if num_labels not in (1, 2):
             raise ValueError(
@@ -247,14 +269,20 @@ def ranker_from_hf(
                 "2 (relevant vs not) labels"
             )
     hf_model.eval()
-    parts = encoder_parts(hf_model, with_head=kind == "cross-encoder")
+    identity = dict(identity or {})
+    if decoder:
+        parts, prompt, adaptations = decoder_ranker_parts(hf_model, tokenizer, kind, prompt)
+        identity.update(adaptations)
+    else:
+        parts = encoder_parts(hf_model, with_head=kind == "cross-encoder")
     cfg = parts.cfg
     position_limit = cfg.n_ctx - (cfg.pad_token_id + 1 if cfg.position_ids_from_padding else 0)
     limits = [position_limit, max_length or position_limit]
     tok_limit = getattr(tokenizer, "model_max_length", None)
     if tok_limit and tok_limit < 1_000_000:
         limits.append(tok_limit)
-    ranker = HookedRanker(
+    extra = {"prompt": prompt} if decoder else {}
+    ranker = (HookedDecoderRanker if decoder else HookedRanker)(
         parts,
         tokenizer,
         kind=kind,
@@ -262,6 +290,7 @@ def ranker_from_hf(
         max_length=min(limits),
         pooling=pooling,
         identity=identity,
+        **extra,
     )
     ranker.hf_model = hf_model  # keeps the shared modules' owner alive and reachable
     return ranker
