@@ -351,9 +351,14 @@ class HookedDecoderRanker(HookedRanker):
     def _encode_yes_no(
         self, prompt: YesNoPrompt, queries: Sequence[str], documents: Sequence[str], overflow: Overflow
     ) -> dict[str, torch.Tensor]:
-        """prefix + body + suffix token ids, left-padded; only the body (its document end) may be cut."""
+        """[BOS] + prefix + body + suffix token ids, left-padded; only the body (its document end) may be cut.
+
+        The tokenizer's beginning-of-sequence token leads when it has one (Llama); Qwen's tokenizers have none,
+        which leaves Qwen3-Reranker's model-card inputs exactly.
+        """
         tok = self.tokenizer
         prefix, suffix = (tok(t, add_special_tokens=False)["input_ids"] for t in (prompt.prefix, prompt.suffix))
+        prefix = ([tok.bos_token_id] if tok.bos_token_id is not None else []) + prefix
         bodies = tok(
             [prompt.body.format(query=q, document=d) for q, d in zip(queries, documents, strict=True)],
             add_special_tokens=False,
