@@ -315,6 +315,7 @@ class HookedDecoderRanker(HookedRanker):
     """
 
     TOP_HOOKS = ("embed", "pooled", "logits")
+    causal = True
 
     def __init__(self, parts: DecoderParts, tokenizer, *, prompt: YesNoPrompt | PairPrompt | None = None, **kw) -> None:
         super().__init__(parts, tokenizer, **kw)  # type: ignore[arg-type]

@@ -115,6 +115,7 @@ class HookedRanker(HookedRootModule):
     """
 
     TOP_HOOKS: tuple[str, ...] = ("embed", "pos_embed", "token_type_embed", "full_embed", "pooled", "logits")
+    causal = False  # whether a token attends only to earlier ones (decoders): some probes read other directions
 
     def __init__(
         self,

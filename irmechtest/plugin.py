@@ -118,8 +118,9 @@ def _load_configuration(config: pytest.Config) -> Configuration:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder')): a built-in mechanistic property; "
-        "on other ranker kinds it is skipped and reported as not applicable",
+        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder'), causal_reason=None): a built-in "
+        "mechanistic property; on other ranker kinds (and, with causal_reason, on causal decoders) it is skipped "
+        "and reported as not applicable",
     )
     config.stash[VERDICTS_KEY] = []
     config.stash[MODELS_KEY] = {}
@@ -189,9 +190,13 @@ def _irmech_applicability(request: pytest.FixtureRequest) -> None:
         return
     model = request.getfixturevalue("ranker")
     kinds = marker.kwargs.get("applies_to", ALL_KINDS)
+    reason = None
     if model.kind not in kinds:
-        reason = marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only"
-        verdict = Verdict.not_applicable(marker.args[0], model.name, f"{model.kind}: {reason}")
+        reason = f"{model.kind}: " + (marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only")
+    elif model.causal and "causal_reason" in marker.kwargs:
+        reason = f"causal {model.kind}: {marker.kwargs['causal_reason']}"
+    if reason is not None:
+        verdict = Verdict.not_applicable(marker.args[0], model.name, reason)
         _record(request, verdict)
         pytest.skip(verdict.message())
 
