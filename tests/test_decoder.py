@@ -171,3 +171,25 @@ def test_unsupported_families_are_refused_with_the_current_list(tmp_path):
     GPT2Config(architectures=["GPT2ForSequenceClassification"]).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"'gpt2' is not supported.*Qwen3 \(qwen3\).*Llama \(llama\)"):
         load_ranker(str(tmp_path))
+
+
+def test_prompt_overrides_from_the_configuration_reach_the_inputs(tmp_path):
+    from irmechtest.config import ConfigError, parse_configuration
+
+    hf_model, tokenizer = tiny("qwen3", "causal-lm")
+    hf_model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    body = "<Instruct>: find the passage on animals\n<Query>: {query}\n<Document>: {document}"
+    config = parse_configuration({"models": {str(tmp_path): {"prompt": {"body": body, "yes": "true"}}}}, "t.toml")
+    ranker = load_ranker(str(tmp_path), prompt=config.prompt([str(tmp_path)]))
+    assert ranker.prompt.body == body and ranker.prompt.prefix.startswith("<|im_start|>system")
+    assert ranker.head.rows[1] == tokenizer.convert_tokens_to_ids("true")
+    assert "animals" in tokenizer.decode(ranker.tokenize(QUERIES[:1], DOCS[:1]).input_ids[0])
+    with pytest.raises(ConfigError, match="unknown key 'template'"):
+        parse_configuration({"models": {"m": {"prompt": {"template": "x"}}}}, "t.toml")
+    with pytest.raises(ValueError, match="placeholders"):
+        load_ranker(str(tmp_path), prompt={"body": "{query} only"})
+    with pytest.raises(ValueError, match="'query' does not apply to a YesNoPrompt"):
+        load_ranker(str(tmp_path), prompt={"query": "q: {query}"})
+    with pytest.raises(ValueError, match="takes no prompt"):
+        load_ranker("irmechtest:random-qwen3", prompt={"yes": "true"})
