@@ -38,6 +38,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 EMBEDDED_ALIASES = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2", "default"}
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*", "2_Normalize/*"]
 _SUPPORTED_ST_MODULES = {"Transformer", "Pooling", "Normalize"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # ``irmechtest:random-like:SPEC``: SPEC's config, tokenizer and pooling with random weights.
 RANDOM_LIKE_PREFIX = "irmechtest:random-like:"
 
@@ -57,15 +58,26 @@ def embedded_model_dir() -> Path:
 
 
 def load_ranker(
-    spec: str, *, device: str | torch.device = "cpu", revision: str | None = None, prompt: PromptSpec | None = None
+    spec: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str = "float32",
+    revision: str | None = None,
+    prompt: PromptSpec | None = None,
 ) -> HookedRanker:
-    """Load a ranker by spec (see the module docstring) as a hooked fp32 model on ``device``.
+    """Load a ranker by spec (see the module docstring) as a hooked model on ``device`` in ``dtype`` (``DTYPES``).
+
+    Weights are read in fp32 and cast, so every dtype starts from the same numbers; the cast is recorded in the
+    ranker's identity (and so in fingerprints). Half precision halves memory for billion-parameter rerankers at
+    the cost of ~1e-2 (bfloat16) / ~1e-3 (float16) relative error in scores (tests/test_decoder.py).
 
     ``prompt`` overrides a decoder reranker's template fields (``decoder.PROMPT_KEYS``; the
     ``[tool.irmechtest.models."SPEC".prompt]`` table); other rankers and built-in models refuse it.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ModelNotFoundError("empty model spec: give a Hub id, a local directory or an alias")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     spec = spec.strip()
     if spec.startswith(RANDOM_LIKE_PREFIX):
         inner = spec.removeprefix(RANDOM_LIKE_PREFIX)
@@ -82,7 +94,9 @@ def load_ranker(
         ranker = load_from_directory(directory, name=name, prompt=prompt)
         if resolved_revision is not None:
             ranker.identity["revision"] = resolved_revision
-    return ranker.to(device)
+    if dtype != "float32":
+        ranker.identity["dtype"] = dtype
+    return ranker.to(device=device, dtype=DTYPES[dtype])
 
 
 def _resolve_checkpoint(spec: str, revision: str | None) -> tuple[Path, str, str | None]:

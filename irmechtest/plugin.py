@@ -33,7 +33,7 @@ import pytest
 
 from irmechtest import fingerprint
 from irmechtest.config import PROFILES, ConfigError, Configuration, load_configuration
-from irmechtest.loading import DEFAULT_MODEL, load_ranker
+from irmechtest.loading import DEFAULT_MODEL, DTYPES, load_ranker
 from irmechtest.models import HookedRanker
 from irmechtest.verdicts import Outcome, Verdict, jsonable
 
@@ -76,6 +76,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"ranker to test (Hub id, local directory, alias, irmechtest:...); repeatable; default {DEFAULT_MODEL}",
     )
     group.addoption("--device", dest="irmech_device", default="cpu", help="torch device for the models (cpu)")
+    group.addoption(
+        "--dtype",
+        dest="irmech_dtype",
+        default="float32",
+        choices=list(DTYPES),
+        help="weights and activations of the models: float32 (default), bfloat16 or float16 (large rerankers)",
+    )
     group.addoption(
         "--irmech-config",
         dest="irmech_config",
@@ -151,7 +158,8 @@ def ranker(request: pytest.FixtureRequest) -> HookedRanker:
     models = request.config.stash[MODELS_KEY]
     if spec not in models:
         prompt = request.config.stash[CONFIG_KEY].prompt([spec]) or None
-        models[spec] = load_ranker(spec, device=request.config.getoption("irmech_device"), prompt=prompt)
+        options = request.config.getoption
+        models[spec] = load_ranker(spec, device=options("irmech_device"), dtype=options("irmech_dtype"), prompt=prompt)
         request.config.stash[IDENTITIES_KEY][models[spec].name] = jsonable(models[spec].identity)
     return models[spec]
 

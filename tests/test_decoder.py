@@ -193,3 +193,24 @@ def test_prompt_overrides_from_the_configuration_reach_the_inputs(tmp_path):
         load_ranker(str(tmp_path), prompt={"query": "q: {query}"})
     with pytest.raises(ValueError, match="takes no prompt"):
         load_ranker("irmechtest:random-qwen3", prompt={"yes": "true"})
+
+
+# Per-dtype score tolerances, set from each format's machine epsilon before measuring (bfloat16 2^-7 = 7.8e-3,
+# float16 2^-10 = 9.8e-4, times a few roundings of the last dot products, for scores of order 1).
+TOLERANCES = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 2e-3}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("family", ["qwen3", "llama"])
+def test_half_precision_scores_within_the_dtype_tolerance(family, dtype):
+    reference = load_ranker(f"irmechtest:random-{family}")
+    ranker = load_ranker(f"irmechtest:random-{family}", dtype=dtype)
+    assert ranker.W_E.dtype == getattr(torch, dtype) and ranker.identity["dtype"] == dtype
+    ranker.hf_model.config.pad_token_id = ranker.tokenizer.pad_token_id
+    batch = reference.tokenize(QUERIES, DOCS)
+    with torch.no_grad():
+        ours = ranker(batch).float()
+        full = reference(batch)
+    atol = TOLERANCES[dtype]
+    torch.testing.assert_close(ours, hf_score(ranker, ranker.hf_model, batch).float(), atol=atol, rtol=0)
+    torch.testing.assert_close(ours, full, atol=atol, rtol=0)
