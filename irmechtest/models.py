@@ -443,7 +443,7 @@ def progress_bar(total: int, desc: str, *, long: int = LONG_WORK, show: bool | N
 
 def check_finite(scores: np.ndarray | torch.Tensor, model_name: str) -> None:
     """Refuse NaN or infinite scores: every statistic built on them would be silently wrong."""
-    values = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    values = scores.detach().float().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise ScoreError(
