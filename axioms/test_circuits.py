@@ -19,6 +19,13 @@ from irmechtest.verdicts import Evidence, Outcome, Verdict
 
 CROSS = ("cross-encoder",)
 NO_QD = "bi-encoders encode query and document apart: no query -> document or [CLS] -> query attention"
+# Decided before any decoder verdict: these probes read query -> document attention and the [CLS] position,
+# and a causal decoder's mask forbids the one (documents attend to the query) and has no [CLS] (the score is
+# read at the last token). Until they read document -> query and the last token, they do not apply.
+NO_CAUSAL = (
+    "the probes read query -> document attention and the first ([CLS]) position; under a causal mask the "
+    "document attends to the query and the score is read at the last token (docs/circuits.md)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +102,11 @@ def sample(settings, diagnostics: C.Diagnostics) -> dict[str, Any]:
 
 
 @pytest.mark.irmech_property(
-    "matching-heads", applies_to=CROSS, reason=NO_QD, quantity="share of the effect removed by ablation"
+    "matching-heads",
+    applies_to=CROSS,
+    reason=NO_QD,
+    quantity="share of the effect removed by ablation",
+    causal_reason=NO_CAUSAL,
 )
 def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, matching_heads):
     s = irmech_settings
@@ -154,7 +165,9 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
     )
 
 
-@pytest.mark.irmech_property("scoring-heads", applies_to=CROSS, reason=NO_QD, quantity="mean IDF r")
+@pytest.mark.irmech_property(
+    "scoring-heads", applies_to=CROSS, reason=NO_QD, quantity="mean IDF r", causal_reason=NO_CAUSAL
+)
 def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
     _, diagnostics, _, _ = circuit_inputs(ranker, s)
@@ -180,7 +193,9 @@ def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, 
     )
 
 
-@pytest.mark.irmech_property("contextualisation-heads", applies_to=CROSS, reason=NO_QD, quantity="heads found")
+@pytest.mark.irmech_property(
+    "contextualisation-heads", applies_to=CROSS, reason=NO_QD, quantity="heads found", causal_reason=NO_CAUSAL
+)
 def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
     text, diagnostics, _, _ = circuit_inputs(ranker, s)
@@ -265,7 +280,9 @@ def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict
     )
 
 
-@pytest.mark.irmech_property("circuit-fit", applies_to=CROSS, reason=NO_QD, quantity="held-out Pearson r")
+@pytest.mark.irmech_property(
+    "circuit-fit", applies_to=CROSS, reason=NO_QD, quantity="held-out Pearson r", causal_reason=NO_CAUSAL
+)
 def test_linear_circuit_fit(ranker, irmech_settings, irmech_verdict, matching_heads):
     s = irmech_settings
     match_settings = dict(s, n_pairs=s["match_pairs"])

@@ -3,9 +3,14 @@
 import numpy as np
 import pytest
 
-from irmechtest.datasets import idf_vector
+from irmechtest.datasets import idf_vector, resolve_idf_source
 from irmechtest.probes import svd_idf_probe
 from irmechtest.verdicts import Evidence, Verdict
+
+
+def used_idf_source(ranker, settings) -> str:
+    """The IDF source in force for this model's vocabulary (the shipped WordPiece table or a corpus)."""
+    return str(resolve_idf_source(ranker.tokenizer, settings["idf_source"]))
 
 
 @pytest.mark.irmech_property("idf-in-u0", quantity="|r|")
@@ -24,9 +29,16 @@ def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
             threshold=settings["threshold"],
             summary=(
                 f"Pearson r of U{k} with IDF = {probe.best_r:+.3f} over {probe.n_tokens} tokens; "
-                f"U0..U{settings['top_k'] - 1}: " + ", ".join(f"{r:+.3f}" for r in probe.correlations)
+                f"U0..U{settings['top_k'] - 1}: "
+                + ", ".join(f"{r:+.3f}" for r in probe.correlations)
+                + f"; IDF source {used_idf_source(ranker, settings)}"
             ),
-            details={"correlations": probe.correlations, "component": k, "n_tokens": probe.n_tokens},
+            details={
+                "correlations": probe.correlations,
+                "component": k,
+                "n_tokens": probe.n_tokens,
+                "idf_source": used_idf_source(ranker, settings),
+            },
             evidence=[
                 Evidence(
                     "scatter",
@@ -87,6 +99,7 @@ def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
                 "random_change": probe.random_change.tolist(),
                 "seed": settings["seed"],
                 "n_pairs": len(probe.queries),
+                "idf_source": used_idf_source(ranker, settings),
             },
             evidence=[
                 Evidence(

@@ -202,7 +202,7 @@ def probe_text(ranker: HookedRanker, n_pairs: int, seed: int, idf_source: str = 
         return ProbeText(pairs, dict(truth.synonyms), idf_vector(ranker.tokenizer, truth.idf))
     pairs = load_pairs(limit=n_pairs, seed=seed)
     terms = {t for p in pairs for t in query_terms(p.query)}
-    neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().cpu().numpy(), terms)
+    neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().float().cpu().numpy(), terms)
     return ProbeText(pairs, neighbours, idf_vector(ranker.tokenizer, idf_source))
 
 

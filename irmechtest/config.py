@@ -20,6 +20,7 @@ from typing import Any
 
 from irmechtest.axioms import behaviour_defaults, behaviour_full_profile
 from irmechtest.compliance import RANDOM_TWIN
+from irmechtest.decoder import PROMPT_KEYS
 
 PROFILES = ("quick", "full")
 
@@ -134,6 +135,7 @@ class Scope:
 
     properties: dict[str, dict[str, Any]] = field(default_factory=dict)
     profiles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    prompt: dict[str, str] = field(default_factory=dict)  # a decoder reranker's template (models only)
 
     def layers(self, profile: str) -> Iterable[dict[str, dict[str, Any]]]:
         yield self.properties
@@ -178,6 +180,14 @@ class Configuration:
                 overrides.update(layer.get(name, {}))
         return property_config(name, overrides, profile=profile, where=self.source)
 
+    def prompt(self, model_keys: Iterable[str]) -> dict[str, str]:
+        """A decoder reranker's prompt overrides for the model known by any of ``model_keys`` (decoder.py)."""
+        prompt: dict[str, str] = {}
+        for key in dict.fromkeys(model_keys):
+            if key in self.models:
+                prompt.update(self.models[key].prompt)
+        return prompt
+
 
 def _table(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
@@ -217,6 +227,15 @@ def _parse_properties(value: Any, where: str, base: Path | None) -> dict[str, di
     return out
 
 
+def _parse_prompt(value: Any, where: str) -> dict[str, str]:
+    table = _table(value, f"[{where}]")
+    _only(table, PROMPT_KEYS, f"[{where}]")
+    for key, text in table.items():
+        if not isinstance(text, str) or not text:
+            raise ConfigError(f"[{where}]: {key} must be a non-empty string, got {text!r}")
+    return dict(table)
+
+
 def _parse_scope(table: dict[str, Any], where: str, base: Path | None, extra: Iterable[str] = ()) -> Scope:
     _only(table, ("properties", "profiles", *extra), f"[{where}]")
     profiles = {}
@@ -226,7 +245,8 @@ def _parse_scope(table: dict[str, Any], where: str, base: Path | None, extra: It
             raise ConfigError(f"[{here}]: unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
         _only(_table(sub, f"[{here}]"), ("properties",), f"[{here}]")
         profiles[profile] = _parse_properties(sub.get("properties", {}), f"{here}.properties", base)
-    return Scope(_parse_properties(table.get("properties", {}), f"{where}.properties", base), profiles)
+    prompt = _parse_prompt(table["prompt"], f"{where}.prompt") if "prompt" in table else {}
+    return Scope(_parse_properties(table.get("properties", {}), f"{where}.properties", base), profiles, prompt)
 
 
 def _parse_required(value: Any) -> tuple[str, ...]:
@@ -251,7 +271,10 @@ def parse_configuration(table: dict[str, Any], source: str, base: Path | None = 
             raise ConfigError(f"[tool.irmechtest]: profile must be one of {', '.join(PROFILES)}, got {profile!r}")
         models = {
             model: _parse_scope(
-                _table(sub, f'[tool.irmechtest.models."{model}"]'), f'tool.irmechtest.models."{model}"', base
+                _table(sub, f'[tool.irmechtest.models."{model}"]'),
+                f'tool.irmechtest.models."{model}"',
+                base,
+                ("prompt",),
             )
             for model, sub in _table(table.get("models", {}), "[tool.irmechtest.models]").items()
         }

@@ -382,9 +382,34 @@ def load_idf(source: str | Path | Mapping[str, float] = DEFAULT_IDF) -> dict[str
     return parsed
 
 
+# The shipped table is bert-base-uncased WordPiece: it covers 95 % of that vocabulary and next to nothing of a
+# BPE / SentencePiece one (Qwen, Llama), whose tokens it would match only by accident. Below half (the rule
+# the behavioural axioms already use) IDF is computed in the model's own tokenizer from a corpus instead.
+MIN_IDF_COVERAGE = 0.5
+CORPUS_IDF_PREFIX = "corpus:"
+
+
+def resolve_idf_source(tokenizer: Any, source: str | Path | Mapping[str, float] = DEFAULT_IDF) -> Any:
+    """The IDF source used for ``tokenizer``: ``source``, except that the shipped WordPiece table is replaced by
+    ``corpus:`` + the shipped TREC DL passages when it covers less than half of the vocabulary. Verdicts
+    record the result, so the switch is reported, never silent."""
+    if source == DEFAULT_IDF and vocabulary_coverage(load_idf(source), tokenizer) < MIN_IDF_COVERAGE:
+        return CORPUS_IDF_PREFIX + DEFAULT_SOURCE
+    return source
+
+
 def idf_vector(tokenizer: Any, source: str | Path | Mapping[str, float] = DEFAULT_IDF) -> np.ndarray:
-    """IDF indexed by token id of ``tokenizer``'s vocabulary; NaN where the table lacks the token."""
-    table = load_idf(source)
+    """IDF indexed by token id of ``tokenizer``'s vocabulary; NaN where the table lacks the token.
+
+    ``corpus:<pairs source>`` (e.g. ``corpus:irmechtest:vaswani``) computes token IDF in this tokenizer from the
+    distinct documents of that source; see ``resolve_idf_source`` for the shipped table's fallback.
+    """
+    source = resolve_idf_source(tokenizer, source)
+    if isinstance(source, str) and source.startswith(CORPUS_IDF_PREFIX):
+        documents = dict.fromkeys(p.text for p in load_pairs(source.removeprefix(CORPUS_IDF_PREFIX)))
+        table = corpus_idf(documents, tokenizer)
+    else:
+        table = load_idf(source)
     vocab = tokenizer.get_vocab()
     out = np.full(max(vocab.values()) + 1, np.nan)
     for token, token_id in vocab.items():

@@ -93,10 +93,14 @@ class HookedAttention(nn.Module):
         scores = self.hook_attn_scores(scores + additive_mask)
         pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
         z = self.hook_z(torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2))
+        return self.project(z)
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """The attention output from per-head ``z`` [batch, pos, head, d_head] (shared with the decoder)."""
         if self.hook_result.has_hooks:
             # Per-head outputs are only materialised when someone asks for them: they cost n_heads x memory.
-            result = self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O))
-            return result.sum(dim=2) + self.o_proj.bias
+            result = self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O)).sum(dim=2)
+            return result if self.o_proj.bias is None else result + self.o_proj.bias
         return self.o_proj(z.reshape(*z.shape[:2], -1))
 
 
@@ -296,7 +300,7 @@ def encoder_parts(hf_model: nn.Module, with_head: bool) -> EncoderParts:
 
 
 class UnsupportedArchitectureError(ValueError):
-    def __init__(self, family: str) -> None:
-        supported = ", ".join(f"{name} ({key})" for key, name in SUPPORTED_FAMILIES.items())
+    def __init__(self, family: str, families: dict[str, str] | None = None) -> None:
+        supported = ", ".join(f"{name} ({key})" for key, name in (families or SUPPORTED_FAMILIES).items())
         super().__init__(f"model_type {family!r} is not supported; supported families: {supported}")
         self.family = family

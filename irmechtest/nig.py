@@ -167,10 +167,13 @@ def neuron_layout(
         raise ValueError(f"modules must be a non-empty subset of {list(MODULES)}, got {list(modules)}")
     cfg = ranker.cfg
     layers = range(cfg.n_layers) if layers is None else layers
+    # A decoder's query width need not be d_model, and grouped-query attention has fewer key / value heads.
+    kv_width = getattr(cfg, "n_key_value_heads", cfg.n_heads) * cfg.d_head
+    widths = {"query": cfg.n_heads * cfg.d_head, "key": kv_width, "value": kv_width, "intermediate": cfg.d_mlp}
     blocks, start = [], 0
     for layer in layers:
         for module in (m for m in MODULES if m in modules):
-            width = cfg.d_mlp if module == "intermediate" else cfg.d_model
+            width = widths.get(module, cfg.d_model)
             blocks.append(Block(layer, module, width, start))
             start += width
     return Layout(tuple(blocks), cfg.d_head)

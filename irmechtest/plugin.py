@@ -46,7 +46,7 @@ from irmechtest import fingerprint
 from irmechtest.compliance import CachedScorer
 from irmechtest.config import PROFILES, ConfigError, Configuration, load_configuration
 from irmechtest.controls import random_twin
-from irmechtest.loading import DEFAULT_MODEL, ModelNotFoundError, check_local_spec, load_ranker, model_name
+from irmechtest.loading import DEFAULT_MODEL, DTYPES, ModelNotFoundError, check_local_spec, load_ranker, model_name
 from irmechtest.models import HookedRanker
 from irmechtest.outputs import OutputPathError, check_output_paths, partial_path, write_atomic
 from irmechtest.verdicts import Outcome, Verdict, jsonable
@@ -110,6 +110,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"ranker to test (Hub id, local directory, alias, irmechtest:...); repeatable; default {DEFAULT_MODEL}",
     )
     group.addoption("--device", dest="irmech_device", default="cpu", help="torch device for the models (cpu)")
+    group.addoption(
+        "--dtype",
+        dest="irmech_dtype",
+        default="float32",
+        choices=list(DTYPES),
+        help="weights and activations of the models: float32 (default), bfloat16 or float16 (large rerankers)",
+    )
     group.addoption(
         "--irmech-config",
         dest="irmech_config",
@@ -195,9 +202,9 @@ def _check_inputs(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder'), quantity=''): a built-in mechanistic "
-        "property; on other ranker kinds it is skipped and reported as not applicable; quantity says what its "
-        "value is (|r|, compliance rate, p-value, ...)",
+        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder'), quantity='', causal_reason=None): a "
+        "built-in mechanistic property; on other ranker kinds (and, with causal_reason, on causal decoders) it is "
+        "skipped and reported as not applicable; quantity says what its value is (|r|, compliance rate, p-value, ...)",
     )
     config.stash[VERDICTS_KEY] = []
     config.stash[MODELS_KEY] = {}
@@ -230,8 +237,12 @@ def ranker(request: pytest.FixtureRequest) -> HookedRanker:
     spec = getattr(request, "param", DEFAULT_MODEL)
     models, failures = request.config.stash[MODELS_KEY], request.config.stash[LOAD_FAILURES_KEY]
     if spec not in models and spec not in failures:
+        prompt = request.config.stash[CONFIG_KEY].prompt([spec]) or None
+        options = request.config.getoption
         try:
-            models[spec] = load_ranker(spec, device=request.config.getoption("irmech_device"))
+            models[spec] = load_ranker(
+                spec, device=options("irmech_device"), dtype=options("irmech_dtype"), prompt=prompt
+            )
         except Exception as error:  # any cause: the run goes on with the other models and says why once
             failures[spec] = f"{type(error).__name__}: {error}"
         else:
@@ -283,9 +294,13 @@ def _irmech_applicability(request: pytest.FixtureRequest) -> None:
         return
     model = request.getfixturevalue("ranker")
     kinds = marker.kwargs.get("applies_to", ALL_KINDS)
+    reason = None
     if model.kind not in kinds:
-        reason = marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only"
-        verdict = Verdict.not_applicable(marker.args[0], model.name, f"{model.kind}: {reason}")
+        reason = f"{model.kind}: " + (marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only")
+    elif model.causal and "causal_reason" in marker.kwargs:
+        reason = f"causal {model.kind}: {marker.kwargs['causal_reason']}"
+    if reason is not None:
+        verdict = Verdict.not_applicable(marker.args[0], model.name, reason)
         _record(request, verdict)
         pytest.skip(verdict.message())
 

@@ -60,7 +60,7 @@ def ranker_context(ranker: Any) -> tuple[AxiomContext, float]:
     coverage = vocabulary_coverage(table, ranker.tokenizer)
     idf = word_idf(table, ranker.tokenizer) if coverage >= 0.5 else word_idf(corpus_idf(p.text for p in pairs))
     terms = {t for p in pairs for t in query_terms(p.query)} | set(default_vocabulary())
-    neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().cpu().numpy(), terms)
+    neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().float().cpu().numpy(), terms)
     return AxiomContext(idf=idf, neighbours=neighbours), coverage
 
 

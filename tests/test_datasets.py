@@ -25,9 +25,11 @@ from irmechtest.datasets import (
     load_pairs,
     load_vaswani,
     registered_sources,
+    resolve_idf_source,
     sample_indices,
     shared_data_dir,
     split_sentences,
+    vocabulary_coverage,
     word_idf,
     words,
 )
@@ -285,3 +287,23 @@ def test_vaswani_absent_or_malformed(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert shared_data_dir() == tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError):
         load_pairs("irmechtest:vaswani")
+
+
+def test_the_shipped_wordpiece_idf_is_never_applied_to_another_vocabulary(tokenizer) -> None:
+    """A BPE vocabulary (trained here on the shipped passages) gets IDF from a corpus in its own tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    texts = [p.text for p in load_pairs()]
+    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<unk>"]))
+    bpe = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    assert vocabulary_coverage(load_idf(), bpe) < 0.5
+    assert resolve_idf_source(bpe) == "corpus:irmechtest:trec-dl-tfc1-sample"
+    assert resolve_idf_source(tokenizer) == "msmarco-wordpiece"  # the vocabulary the table was built on
+    vector = idf_vector(bpe)
+    the = bpe.convert_tokens_to_ids("the")
+    documents = set(texts)
+    df = sum("the" in bpe.convert_ids_to_tokens(bpe(d, add_special_tokens=False)["input_ids"]) for d in documents)
+    assert vector[the] == pytest.approx(bm25_idf(df, len(documents)))
