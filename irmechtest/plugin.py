@@ -464,7 +464,8 @@ def _write_outputs(config: pytest.Config, result: RunResult) -> None:
         if result.incomplete or unmeasured or not verdicts:
             why = result.incomplete or "no verdicts"
             if unmeasured:
-                why = f"{len(unmeasured)} properties could not run: {', '.join(unmeasured[:3])}"
+                more = f" and {len(unmeasured) - 3} more" if len(unmeasured) > 3 else ""
+                why = f"{len(unmeasured)} properties could not run: {', '.join(unmeasured[:3])}{more}"
             result.withheld.append(f"baseline NOT saved to {save}: the run is incomplete ({why})")
         else:
             result.written.append(f"baseline saved: {fingerprint.save(Path(save), result.fingerprint)}")

@@ -19,6 +19,7 @@ FAKE_SUITE = """
 import os, pathlib, time
 
 import pytest
+import torch
 
 from irmechtest.verdicts import Verdict
 
@@ -108,11 +109,18 @@ def test_complete_outputs_survive_sigint_and_x_byte_for_byte(pytester):
 MODEL = "--model=irmechtest:random-bert"
 
 
-def _checkpoint_without_tokenizer(path):
-    from irmechtest.controls import random_hf_model, tiny_config
+def _python(code: str, *args: object) -> None:
+    """Build a checkpoint in a process of its own: pytester drops the modules a test imported when it ends, and
+    torch does not survive their re-import (docs/architecture.md, subprocess pytester runs)."""
+    subprocess.run([sys.executable, "-c", code, *map(str, args)], check=True, capture_output=True, timeout=300)
 
-    random_hf_model(tiny_config("bert", 1), seed=1).save_pretrained(path)
-    return path
+
+CHECKPOINT_WITHOUT_TOKENIZER = """
+import sys
+from irmechtest.controls import random_hf_model, tiny_config
+
+random_hf_model(tiny_config("bert", 1), seed=1).save_pretrained(sys.argv[1])
+"""
 
 
 @pytest.mark.parametrize(
@@ -173,7 +181,7 @@ def test_inputs_are_checked_at_start_up_before_any_model_loads(pytester, files, 
         (pytester.path / name).parent.mkdir(parents=True, exist_ok=True)
         (pytester.path / name).write_text(text)
     if "--model=ckpt" in options:
-        _checkpoint_without_tokenizer(pytester.path / "ckpt")
+        _python(CHECKPOINT_WITHOUT_TOKENIZER, pytester.path / "ckpt")
     result = pytester.runpytest_subprocess(*options, "-k", "test_idf_lives_in_u0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
@@ -224,19 +232,24 @@ plugin.load_ranker = load_with_vocabulary
 """
 
 
-def _save_planted(path, ablate):
-    """The planted model as an ordinary checkpoint; with ``ablate`` its matching heads zero-ablated in W_O."""
-    from irmechtest.planted import build_planted_model
+# The planted model as an ordinary checkpoint; with "ablate" its matching heads zero-ablated in W_O.
+SAVE_PLANTED = """
+import sys
 
-    planted = build_planted_model(0)
-    model = planted.model
-    width = model.config.hidden_size // model.config.num_attention_heads
-    with torch.no_grad():
-        for layer, head in planted.truth.matching_heads if ablate else ():
-            model.bert.encoder.layer[layer].attention.output.dense.weight[:, head * width : (head + 1) * width] = 0
-    model.save_pretrained(path)
-    planted.tokenizer.save_pretrained(path)
-    return path
+import torch
+
+from irmechtest.planted import build_planted_model
+
+path, ablate = sys.argv[1], sys.argv[2] == "ablate"
+planted = build_planted_model(0)
+model = planted.model
+width = model.config.hidden_size // model.config.num_attention_heads
+with torch.no_grad():
+    for layer, head in planted.truth.matching_heads if ablate else ():
+        model.bert.encoder.layer[layer].attention.output.dense.weight[:, head * width : (head + 1) * width] = 0
+model.save_pretrained(path)
+planted.tokenizer.save_pretrained(path)
+"""
 
 
 def test_readme_release_workflow(pytester):
@@ -247,7 +260,9 @@ def test_readme_release_workflow(pytester):
     # The planted model passes these three properties; a release with a measured failure (MiniLM has three by
     # design) is made by asking idf-in-u0 for |r| >= 1, which no measured correlation reaches.
     pytester.makepyprojecttoml("[tool.irmechtest.properties.idf-in-u0]\nthreshold = 1.0\n")
-    release, ablated = _save_planted(pytester.path / "release", False), _save_planted(pytester.path / "ablated", True)
+    release, ablated = pytester.path / "release", pytester.path / "ablated"
+    _python(SAVE_PLANTED, release, "keep")
+    _python(SAVE_PLANTED, ablated, "ablate")
     selection = ["-k", "test_matching_heads or test_tfc1_holds or test_idf_lives_in_u0"]
     outputs = ["--irmech-gate=baseline", "--irmech-report=irmech-report.html", "--irmech-json=irmech.json"]
 
