@@ -3,6 +3,7 @@ expected one that the independent evidence gives (expected.json, written by expe
 
     python benchmarks/zoo/validate.py                          # every model of expected.json
     python benchmarks/zoo/validate.py --models planted -- -k tfc1   # extra pytest arguments after --
+    python benchmarks/zoo/validate.py --reuse                  # the table from verdicts/*.json already there
 
 Writes ``verdicts/<model>.json`` (irmechtest's --irmech-json) and prints / writes ``verdicts.md`` under
 ``--out`` (default benchmarks/zoo/): per property and model, "verdict (expected)" and whether they agree.
@@ -65,6 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="*", default=None, help="names from expected.json (default: all)")
     parser.add_argument("--out", default=str(HERE))
+    parser.add_argument(
+        "--reuse", action="store_true", help="use verdicts/<model>.json already there instead of running the suite"
+    )
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest (e.g. -k tfc1)")
     args = parser.parse_args()
     expected = json.loads((HERE / "expected.json").read_text())
@@ -78,14 +82,18 @@ def main() -> None:
             print(f"{model.name}: skipped, {model.spec} is absent", flush=True)
             continue
         json_path = out / "verdicts" / f"{model.name}.json"
-        json_path.unlink(missing_ok=True)
-        code, seconds = run_suite(model.spec, json_path, args.pytest_args)
+        if args.reuse and json_path.exists():
+            code, seconds = None, 0.0
+        else:
+            json_path.unlink(missing_ok=True)
+            code, seconds = run_suite(model.spec, json_path, args.pytest_args)
         verdicts = {v["property"]: v["outcome"] for v in json.loads(json_path.read_text())["verdicts"]}
         want = expected[model.name]["expected"]
         rows[model.name] = {p: (verdicts.get(p), want[p]["verdict"]) for p in PROPERTIES}
         marks = [compare(*rows[model.name][p]) for p in PROPERTIES]
         counts = ", ".join(f"{mark} {marks.count(mark)}" for mark in ("agree", "DISAGREE", "unchecked", "not run"))
-        print(f"{model.name}: pytest exit {code} in {seconds:.0f} s; {counts}", flush=True)
+        ran = "reused" if code is None else f"pytest exit {code} in {seconds:.0f} s"
+        print(f"{model.name}: {ran}; {counts}", flush=True)
     text = "# irmechtest verdict (expected from independent evidence)\n\n" + table(rows) + "\n"
     (out / "verdicts.md").write_text(text)
     if out == HERE:
