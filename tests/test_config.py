@@ -53,6 +53,8 @@ def test_layers_resolve_from_general_to_model_and_profile():
         ({"properties": {"tfc1": {"n_pairs": 2.5}}}, "n_pairs must be int, got 2.5"),
         ({"properties": {"tfc1": {"n_pairs": True}}}, "n_pairs must be int, got True"),
         ({"properties": {"tfc1": {"tie_band": float("nan")}}}, "tie_band must be finite"),
+        ({"properties": {"tfc1": {"tie_band": "wide"}}}, "tie_band must be one of calibrate, control, got 'wide'"),
+        ({"properties": {"axiom-tdc": {"random_twin": "yes"}}}, "random_twin must be one of auto, always, never"),
         ({"properties": {"tfc1": 3}}, "[tool.irmechtest.properties.tfc1] must be a table"),
         ({"thresholds": {}}, "[tool.irmechtest]: unknown key 'thresholds'"),
         ({"profile": "slow"}, "profile must be one of quick, full, got 'slow'"),
