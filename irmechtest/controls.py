@@ -13,8 +13,10 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
+    DebertaV2Config,
     DistilBertConfig,
     ElectraConfig,
+    ModernBertConfig,
     PretrainedConfig,
     RobertaConfig,
     XLMRobertaConfig,
@@ -41,6 +43,25 @@ def tiny_config(family: str, num_labels: int = 1) -> PretrainedConfig:
         return RobertaConfig(**common, **layers, type_vocab_size=1)
     if family == "xlm-roberta":
         return XLMRobertaConfig(**common, **layers, type_vocab_size=1)
+    if family == "modernbert":
+        # A window of 2 x 4 tokens on every second layer, so the test inputs reach past the local window.
+        # The embedded tokenizer's [CLS] / [SEP] ids replace ModernBERT's own (they index the 30522-word vocabulary).
+        special = dict(bos_token_id=101, cls_token_id=101, eos_token_id=102, sep_token_id=102)
+        return ModernBertConfig(**common, **layers, **special, local_attention=8, global_attn_every_n_layers=2)
+    if family == "deberta-v2":
+        # DeBERTa-v3's layout (mxbai-rerank v1): relative attention only (no absolute positions, no token
+        # types), c2p and p2c with keys shared, log-bucketed distances (16 buckets reach past the test inputs).
+        return DebertaV2Config(
+            **common,
+            **layers,
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            share_att_key=True,
+            position_buckets=16,
+            norm_rel_ebd="layer_norm",
+            position_biased_input=False,
+            type_vocab_size=0,
+        )
     raise ValueError(f"no tiny config for {family!r}; families: {', '.join(SUPPORTED_FAMILIES)}")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -39,6 +40,8 @@ class EncoderConfig:
     pad_token_id: int
     ln_eps: float
     position_ids_from_padding: bool
+    # DeBERTa projects embeddings to d_model before their LayerNorm, ELECTRA after it.
+    embed_project_before_ln: bool = False
 
 
 class HookedLayerNorm(nn.Module):
@@ -59,7 +62,9 @@ class HookedLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        return self.hook_normalized(centred / scale * self.weight + self.bias)
+        normalized = centred / scale * self.weight
+        # ModernBERT's LayerNorms have no bias (norm_bias=False).
+        return self.hook_normalized(normalized if self.bias is None else normalized + self.bias)
 
 
 class HookedAttention(nn.Module):
@@ -84,19 +89,26 @@ class HookedAttention(nn.Module):
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:-1], self.cfg.n_heads, self.cfg.d_head)
 
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values per head, [batch, pos, head, d_head], before their hooks."""
+        return self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+
+    def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Attention scores [batch, head, query_pos, key_pos] before the padding mask; families with
+        positions inside attention (rotary, relative) or a local window override this."""
+        return torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) * self.scaling
+
     def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
         # q, k, v, z: [batch, pos, head, d_head]; scores, pattern: [batch, head, query_pos, key_pos].
-        q = self.hook_q(self._split(self.q_proj(x)))
-        k = self.hook_k(self._split(self.k_proj(x)))
-        v = self.hook_v(self._split(self.v_proj(x)))
-        scores = torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) * self.scaling
-        scores = self.hook_attn_scores(scores + additive_mask)
+        q, k, v = self._project(x)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        scores = self.hook_attn_scores(self._scores(q, k) + additive_mask)
         pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
         z = self.hook_z(torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2))
         if self.hook_result.has_hooks:
             # Per-head outputs are only materialised when someone asks for them: they cost n_heads x memory.
-            result = self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O))
-            return result.sum(dim=2) + self.o_proj.bias
+            result = self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O)).sum(dim=2)
+            return result if self.o_proj.bias is None else result + self.o_proj.bias
         return self.o_proj(z.reshape(*z.shape[:2], -1))
 
 
@@ -118,10 +130,12 @@ class HookedBlock(nn.Module):
     LayerNorm and ``normalized_resid_post`` (the next block's ``resid_pre``) is after it.
     """
 
-    def __init__(self, attn: HookedAttention, ln1: HookedLayerNorm, mlp: HookedMLP, ln2: HookedLayerNorm) -> None:
+    HOOKS: tuple[str, ...] = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post", "normalized_resid_post")
+
+    def __init__(self, attn: HookedAttention, ln1: nn.Module, mlp: nn.Module, ln2: nn.Module) -> None:
         super().__init__()
         self.attn, self.ln1, self.mlp, self.ln2 = attn, ln1, mlp, ln2
-        for name in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post", "normalized_resid_post"):
+        for name in self.HOOKS:
             setattr(self, f"hook_{name}", HookPoint())
 
     def forward(
@@ -144,11 +158,24 @@ class HookedBlock(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """Cross-encoder head on the first token: dense, activation, output projection (every family's shape)."""
+    """Cross-encoder head: dense, activation, optional LayerNorm (ModernBERT), output projection.
 
-    def __init__(self, dense: nn.Linear, act: Callable[[torch.Tensor], torch.Tensor], out: nn.Linear) -> None:
+    It reads the first token, or the masked mean of all tokens (``pooling="mean"``, a ModernBERT option).
+    """
+
+    def __init__(
+        self,
+        dense: nn.Linear,
+        act: Callable[[torch.Tensor], torch.Tensor],
+        out: nn.Linear,
+        *,
+        pooling: Literal["cls", "mean"] = "cls",
+        norm: nn.LayerNorm | None = None,
+    ) -> None:
         super().__init__()
         self.dense, self.act, self.out = dense, act, out
+        self.pooling = pooling
+        self.norm = None if norm is None else HookedLayerNorm(norm)
 
     @property
     def num_labels(self) -> int:
@@ -161,12 +188,13 @@ class EncoderParts:
 
     cfg: EncoderConfig
     word_embeddings: nn.Embedding
-    position_embeddings: nn.Embedding
+    position_embeddings: nn.Embedding | None  # None where positions act inside attention (rotary, relative)
     token_type_embeddings: nn.Embedding | None
     embed_ln: nn.LayerNorm
     embed_project: nn.Linear | None
-    blocks: list[HookedBlock]
+    blocks: list[nn.Module]
     head: ClassifierHead | None
+    final_ln: nn.LayerNorm | None = None  # pre-LayerNorm families normalise the last block's output
 
 
 def _bert_like_blocks(cfg: EncoderConfig, layers: nn.ModuleList) -> list[HookedBlock]:
@@ -282,6 +310,8 @@ SUPPORTED_FAMILIES: dict[str, str] = {
     "distilbert": "DistilBERT",
     "roberta": "RoBERTa",
     "xlm-roberta": "XLM-RoBERTa",
+    "modernbert": "ModernBERT",
+    "deberta-v2": "DeBERTa-v2 / v3",
 }
 
 
@@ -292,6 +322,11 @@ def encoder_parts(hf_model: nn.Module, with_head: bool) -> EncoderParts:
         raise UnsupportedArchitectureError(family)
     if family == "distilbert":
         return _distilbert_parts(hf_model, with_head)
+    if family in {"modernbert", "deberta-v2"}:
+        from irmechtest import modern_encoders
+
+        adapter = modern_encoders.modernbert_parts if family == "modernbert" else modern_encoders.deberta_v2_parts
+        return adapter(hf_model, with_head)
     return _bert_like_parts(family, hf_model, hf_model.classifier if with_head else None)
 
 

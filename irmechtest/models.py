@@ -107,7 +107,9 @@ class HookedRanker(HookedRootModule):
     Hook names: ``hook_embed``, ``hook_pos_embed``, ``hook_token_type_embed``, ``hook_full_embed``,
     ``blocks.{l}.hook_resid_pre|resid_mid|resid_post|normalized_resid_post|attn_out|mlp_out``,
     ``blocks.{l}.attn.hook_q|k|v|attn_scores|pattern|z|result``, ``blocks.{l}.mlp.hook_pre|post``,
-    ``blocks.{l}.ln1|ln2.hook_scale|normalized``, ``hook_pooled``, ``hook_logits``.
+    ``blocks.{l}.ln1|ln2.hook_scale|normalized``, ``hook_pooled``, ``hook_logits``. Families add their own
+    (``modern_encoders.py``): ModernBERT ``attn.hook_rot_q|rot_k``, ``mlp.hook_pre_linear``,
+    ``ln_final.hook_scale`` and no ``normalized_resid_post`` (pre-LayerNorm); DeBERTa ``attn.hook_c2p|p2c``.
     """
 
     def __init__(
@@ -139,9 +141,14 @@ class HookedRanker(HookedRootModule):
         self.embed_ln = HookedLayerNorm(parts.embed_ln)
         self.embed_project = parts.embed_project
         self.blocks = nn.ModuleList(parts.blocks)
+        self.ln_final = None if parts.final_ln is None else HookedLayerNorm(parts.final_ln)
         self.head = parts.head
+        # A family without absolute positions (rotary, relative) or token types has no hook for them: a hook
+        # point that never fires would take a user's edit silently.
+        optional = {"pos_embed": self.pos_embed, "token_type_embed": self.token_type_embed}
         for name_ in ("embed", "pos_embed", "token_type_embed", "full_embed", "pooled", "logits"):
-            setattr(self, f"hook_{name_}", HookPoint())
+            if optional.get(name_, True) is not None:
+                setattr(self, f"hook_{name_}", HookPoint())
         self._query_cache: dict[str, torch.Tensor] = {}
         self.setup_hooks()
         self.eval()
@@ -259,10 +266,14 @@ class HookedRanker(HookedRootModule):
         x = self.hook_embed(words)
         if self.token_type_embed is not None:
             x = x + self.hook_token_type_embed(self.token_type_embed(batch.token_type_ids))
-        x = x + self.hook_pos_embed(self.pos_embed(batch.position_ids))
+        if self.pos_embed is not None:
+            x = x + self.hook_pos_embed(self.pos_embed(batch.position_ids))
+        project = self.embed_project
+        if project is not None and self.cfg.embed_project_before_ln:
+            x = project(x)
         x = self.embed_ln(x)
-        if self.embed_project is not None:
-            x = self.embed_project(x)
+        if project is not None and not self.cfg.embed_project_before_ln:
+            x = project(x)
         return self.hook_full_embed(x)
 
     def run_blocks(
@@ -274,10 +285,13 @@ class HookedRanker(HookedRootModule):
         attn_out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Blocks ``start_at_layer`` up to ``stop_at_layer``; ``attn_out`` resumes the first after its attention
-        (``HookedBlock.forward`` says which of its hooks then do not fire)."""
+        (``HookedBlock.forward`` says which of its hooks then do not fire). Run to the end, a pre-LayerNorm
+        family's final LayerNorm (``ln_final``) is applied, so the result is always the final token states."""
         mask = self._additive_mask(batch.attention_mask)
         for i, block in enumerate(self.blocks[start_at_layer:stop_at_layer]):
             resid = block(resid, mask, attn_out if i == 0 else None)
+        if stop_at_layer is None and self.ln_final is not None:
+            resid = self.ln_final(resid)
         return resid
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -289,10 +303,10 @@ class HookedRanker(HookedRootModule):
             pooled = hidden[:, 0]
         elif mode == "max":
             pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
+        elif mode == "mean":
+            pooled = masked_mean(hidden, attention_mask)
         else:
-            summed = (hidden * mask).sum(dim=1)
-            counts = mask.sum(dim=1).clamp(min=1e-9)
-            pooled = summed / (counts if mode == "mean" else counts.sqrt())
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9).sqrt()
         if self.pooling.normalize:
             pooled = nn.functional.normalize(pooled, p=2, dim=1)
         return pooled
@@ -309,7 +323,9 @@ class HookedRanker(HookedRootModule):
             doc = self.hook_pooled(self.pool(final_resid, batch.attention_mask))
             return self.similarity(batch.query_embeddings, doc)
         head = self.head
-        pooled = self.hook_pooled(head.act(head.dense(final_resid[:, 0])))
+        tokens = final_resid[:, 0] if head.pooling == "cls" else masked_mean(final_resid, batch.attention_mask)
+        pooled = head.act(head.dense(tokens))
+        pooled = self.hook_pooled(pooled if head.norm is None else head.norm(pooled))
         logits = self.hook_logits(head.out(pooled))
         return logits[:, 0] if head.num_labels == 1 else logits[:, 1] - logits[:, 0]
 
@@ -394,6 +410,12 @@ class HookedRanker(HookedRootModule):
         scores = np.concatenate(out) if out else np.zeros(0)
         check_finite(scores, self.name)
         return scores
+
+
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of each row's real token states [batch, d_model] (padding excluded)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
 LONG_WORK = 2000  # forward rows (patched copies, path points, reranked passages): tens of seconds on 2 CPU cores

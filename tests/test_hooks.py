@@ -10,7 +10,7 @@ QUERIES = ["what is a fox", "how tall is mount everest"]
 DOCS = ["the quick brown fox jumps over the lazy dog", "mount everest is 8848 metres tall"]
 
 
-@pytest.fixture(scope="module", params=["bert", "electra", "distilbert", "roberta"])
+@pytest.fixture(scope="module", params=["bert", "electra", "distilbert", "roberta", "modernbert", "deberta-v2"])
 def ranker(request):
     return random_cross_encoder(request.param, seed=5)
 
@@ -25,15 +25,27 @@ def scores(ranker, batch, hooks=()):
         return ranker.run_with_hooks(batch, fwd_hooks=hooks)
 
 
+FAMILY_HOOKS = {
+    # Absolute positions are embedded (hook_pos_embed) except where they act inside attention.
+    "bert": {"hook_pos_embed", "blocks.1.hook_normalized_resid_post"},
+    "electra": {"hook_pos_embed", "blocks.1.hook_normalized_resid_post"},
+    "distilbert": {"hook_pos_embed", "blocks.1.hook_normalized_resid_post"},
+    "roberta": {"hook_pos_embed", "blocks.1.hook_normalized_resid_post"},
+    "modernbert": {"blocks.1.attn.hook_rot_q", "blocks.1.attn.hook_rot_k", "blocks.1.mlp.hook_pre_linear"}
+    | {"ln_final.hook_scale", "blocks.0.ln1.hook_scale", "head.norm.hook_scale"},
+    "deberta-v2": {"blocks.1.attn.hook_c2p", "blocks.1.attn.hook_p2c", "blocks.1.hook_normalized_resid_post"},
+}
+
+
 def test_expected_hook_names_exist(ranker):
     expected = {
         "hook_embed",
-        "hook_pos_embed",
         "hook_full_embed",
         "hook_pooled",
         "hook_logits",
         *(act_name(n, 1) for n in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "q", "k", "v")),
         *(act_name(n, 1) for n in ("z", "result", "attn_scores", "pattern", "pre", "post", "scale1", "scale2")),
+        *FAMILY_HOOKS[ranker.cfg.family],
     }
     assert expected <= set(ranker.hook_dict)
 
@@ -61,8 +73,6 @@ def test_every_hook_point_changes_the_score_when_written(ranker, batch):
     clean = scores(ranker, batch)
     inert = []
     for name in ranker.hook_dict:
-        if name == "hook_token_type_embed" and ranker.token_type_embed is None:
-            continue
         edited = scores(ranker, batch, [(name, perturb)])
         if torch.equal(edited, clean):  # identity hooks are bit-identical, so any change shows a live hook
             inert.append(name)
