@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 from transformers import (
-    AutoModel,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
     DebertaV2Config,
@@ -18,7 +16,9 @@ from transformers import (
     ElectraConfig,
     ModernBertConfig,
     PretrainedConfig,
+    PreTrainedTokenizerFast,
     RobertaConfig,
+    T5Config,
     XLMRobertaConfig,
 )
 
@@ -43,6 +43,11 @@ def tiny_config(family: str, num_labels: int = 1) -> PretrainedConfig:
         return RobertaConfig(**common, **layers, type_vocab_size=1)
     if family == "xlm-roberta":
         return XLMRobertaConfig(**common, **layers, type_vocab_size=1)
+    if family in {"modernbert", "deberta-v2"}:
+        # Their positions act inside attention (rotary, relative buckets), not through a table sized by
+        # max_position_embeddings; the limit is the real checkpoints' (DeBERTa-v3: 512; ModernBERT: 8192),
+        # so long TREC DL documents fit as they do in the real models.
+        common["max_position_embeddings"] = 512
     if family == "modernbert":
         # A window of 2 x 4 tokens on every second layer, so the test inputs reach past the local window.
         # The embedded tokenizer's [CLS] / [SEP] ids replace ModernBERT's own (they index the 30522-word vocabulary).
@@ -62,22 +67,64 @@ def tiny_config(family: str, num_labels: int = 1) -> PretrainedConfig:
             position_biased_input=False,
             type_vocab_size=0,
         )
+    if family == "t5":
+        # monoT5's layout (t5-base: ReLU MLP, tied, rescaled unembedding), 8 relative-distance buckets
+        # saturating at 20 tokens (T5: 32 at 128), so the test inputs reach the logarithmic buckets.
+        return T5Config(
+            vocab_size=_TINY["vocab_size"],
+            d_model=64,
+            d_kv=16,
+            d_ff=128,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=20,
+            pad_token_id=0,
+            eos_token_id=102,
+            decoder_start_token_id=0,
+            feed_forward_proj="relu",
+            architectures=["T5ForConditionalGeneration"],
+        )
     raise ValueError(f"no tiny config for {family!r}; families: {', '.join(SUPPORTED_FAMILIES)}")
 
 
 def random_hf_model(config: PretrainedConfig, seed: int = 0, *, cross_encoder: bool = True) -> torch.nn.Module:
     """A Hugging Face model with the library's own random init under a fixed seed (eager attention)."""
+    from irmechtest.loading import hf_auto_class
+
     config._attn_implementation = "eager"
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        auto = AutoModelForSequenceClassification if cross_encoder else AutoModel
-        return auto.from_config(config).eval()
+        return hf_auto_class(config, cross_encoder).from_config(config).eval()
 
 
 def embedded_tokenizer():
     from irmechtest.loading import embedded_model_dir
 
     return AutoTokenizer.from_pretrained(embedded_model_dir())
+
+
+def t5_test_tokenizer() -> PreTrainedTokenizerFast:
+    """A monoT5-style tokenizer built offline (T5's SentencePiece model cannot be downloaded here): the
+    embedded WordPiece vocabulary, so the shipped IDF table applies to it; no [CLS]; one end-of-sequence
+    token appended as T5 appends ``</s>`` (``[SEP]`` plays it); "true" and "false" are single tokens."""
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    bert = embedded_tokenizer()
+    backend = Tokenizer.from_str(bert.backend_tokenizer.to_str())
+    backend.post_processor = TemplateProcessing(
+        single="$A [SEP]", pair="$A [SEP] $B [SEP]", special_tokens=[("[SEP]", bert.sep_token_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", eos_token="[SEP]", unk_token="[UNK]", model_max_length=512
+    )
+
+
+def family_tokenizer(family: str):
+    """The tokenizer a tiny random model of ``family`` is built with."""
+    return t5_test_tokenizer() if family == "t5" else embedded_tokenizer()
 
 
 def random_minilm(seed: int = 0) -> HookedRanker:
@@ -103,7 +150,7 @@ def random_cross_encoder(family: str, seed: int = 0, num_labels: int = 1) -> Hoo
     hf_model = random_hf_model(tiny_config(family, num_labels), seed)
     return ranker_from_hf(
         hf_model,
-        embedded_tokenizer(),
+        family_tokenizer(family),
         kind="cross-encoder",
         name=f"irmechtest:random-{family}",
         identity={"source": "random init", "seed": seed},

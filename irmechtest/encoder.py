@@ -89,18 +89,19 @@ class HookedAttention(nn.Module):
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:-1], self.cfg.n_heads, self.cfg.d_head)
 
-    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, keys and values per head, [batch, pos, head, d_head], before their hooks."""
-        return self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+    def _project(self, x: torch.Tensor, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries from ``x``, keys and values from ``kv`` (``x`` itself but in cross-attention), per head
+        [batch, pos, head, d_head], before their hooks."""
+        return self._split(self.q_proj(x)), self._split(self.k_proj(kv)), self._split(self.v_proj(kv))
 
     def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Attention scores [batch, head, query_pos, key_pos] before the padding mask; families with
         positions inside attention (rotary, relative) or a local window override this."""
         return torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) * self.scaling
 
-    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
         # q, k, v, z: [batch, pos, head, d_head]; scores, pattern: [batch, head, query_pos, key_pos].
-        q, k, v = self._project(x)
+        q, k, v = self._project(x, x if kv is None else kv)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         scores = self.hook_attn_scores(self._scores(q, k) + additive_mask)
         pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
@@ -312,6 +313,7 @@ SUPPORTED_FAMILIES: dict[str, str] = {
     "xlm-roberta": "XLM-RoBERTa",
     "modernbert": "ModernBERT",
     "deberta-v2": "DeBERTa-v2 / v3",
+    "t5": "T5 (monoT5, T5ForConditionalGeneration)",
 }
 
 
@@ -322,6 +324,8 @@ def encoder_parts(hf_model: nn.Module, with_head: bool) -> EncoderParts:
         raise UnsupportedArchitectureError(family)
     if family == "distilbert":
         return _distilbert_parts(hf_model, with_head)
+    if family == "t5":
+        raise ValueError("T5 is an encoder-decoder: build it with encoder_decoder.HookedEncoderDecoderRanker")
     if family in {"modernbert", "deberta-v2"}:
         from irmechtest import modern_encoders
 

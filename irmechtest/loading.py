@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from irmechtest.encoder import SUPPORTED_FAMILIES, UnsupportedArchitectureError, encoder_parts
 from irmechtest.models import HookedRanker, Pooling
@@ -171,10 +177,19 @@ def _checkpoint_kind(config) -> str:
     architectures = config.architectures or []
     if any(a.endswith("ForSequenceClassification") for a in architectures):
         return "cross-encoder"
+    if config.model_type == "t5" and "T5ForConditionalGeneration" in architectures:
+        return "cross-encoder"  # monoT5: a pointwise ranker whose score is one decoder step
     raise ValueError(
-        f"architectures {architectures} are not a ranker: expected a *ForSequenceClassification cross-encoder "
-        "or a sentence-transformers folder (modules.json with a Pooling module)"
+        f"architectures {architectures} are not a ranker: expected a *ForSequenceClassification cross-encoder, "
+        "a monoT5 T5ForConditionalGeneration, or a sentence-transformers folder (modules.json with a Pooling module)"
     )
+
+
+def hf_auto_class(config, cross_encoder: bool):
+    """The transformers auto class a ranker of this config loads with: T5 rankers are seq2seq LMs."""
+    if config.model_type == "t5":
+        return AutoModelForSeq2SeqLM
+    return AutoModelForSequenceClassification if cross_encoder else AutoModel
 
 
 def load_from_directory(
@@ -198,7 +213,7 @@ def load_from_directory(
         kind = _checkpoint_kind(config)
     if config.model_type not in SUPPORTED_FAMILIES:
         raise UnsupportedArchitectureError(config.model_type)
-    auto = AutoModelForSequenceClassification if kind == "cross-encoder" else AutoModel
+    auto = hf_auto_class(config, kind == "cross-encoder")
     if random_init_seed is not None:
         from irmechtest.controls import random_hf_model
 
@@ -247,6 +262,13 @@ def ranker_from_hf(
                 "2 (relevant vs not) labels"
             )
     hf_model.eval()
+    if hf_model.config.model_type == "t5":
+        from irmechtest.encoder_decoder import HookedEncoderDecoderRanker
+
+        limit = min(512, max_length or 512, getattr(tokenizer, "model_max_length", 512))
+        ranker = HookedEncoderDecoderRanker(hf_model, tokenizer, name=name, max_length=limit, identity=identity)
+        ranker.hf_model = hf_model
+        return ranker
     parts = encoder_parts(hf_model, with_head=kind == "cross-encoder")
     cfg = parts.cfg
     position_limit = cfg.n_ctx - (cfg.pad_token_id + 1 if cfg.position_ids_from_padding else 0)

@@ -63,7 +63,7 @@ class RotaryAttention(HookedAttention):
         self.hook_rot_q = HookPoint()
         self.hook_rot_k = HookPoint()
 
-    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _project(self, x: torch.Tensor, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v = self.wqkv(x).view(*x.shape[:-1], 3, self.cfg.n_heads, self.cfg.d_head).unbind(dim=-3)
         return q, k, v
 
@@ -104,8 +104,13 @@ class HookedGatedMLP(nn.Module):
         self.hook_pre_linear = HookPoint()
         self.hook_post = HookPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The activated half and the gate (one fused projection here; T5 has two)."""
         pre, linear = self.fc_in(x).chunk(2, dim=-1)
+        return pre, linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre, linear = self._halves(x)
         return self.fc_out(self.hook_post(self.act(self.hook_pre(pre)) * self.hook_pre_linear(linear)))
 
 

@@ -143,6 +143,45 @@ def test_weight_views_have_transformer_lens_layout(ranker):
     assert ranker.W_E.shape == (cfg.d_vocab, cfg.d_embed)
 
 
+@pytest.fixture(scope="module")
+def monot5():
+    return random_cross_encoder("t5", seed=5)
+
+
+def test_monot5_hooks_have_transformer_lens_encoder_decoder_names(monot5):
+    expected = {
+        "hook_embed",
+        "hook_logits",
+        "encoder.1.hook_resid_pre",
+        "encoder.1.attn.hook_pattern",
+        "encoder.1.ln1.hook_scale",
+        "encoder_final_ln.hook_scale",
+        "decoder.1.cross_attn.hook_pattern",
+        "decoder.1.hook_resid_mid_cross",
+        "decoder.1.ln3.hook_scale",
+        "decoder_final_ln.hook_scale",
+    }
+    assert expected <= set(monot5.hook_dict)
+    assert not any(name.startswith("blocks.") for name in monot5.hook_dict)
+
+
+def test_monot5_identity_hooks_are_bit_identical_and_every_hook_is_live(monot5):
+    batch = monot5.tokenize(QUERIES, DOCS)
+    clean = scores(monot5, batch)
+    assert torch.equal(
+        clean, scores(monot5, batch, [(lambda name: not name.endswith("hook_result"), lambda a, hook: a)])
+    )
+    # The decoder runs one step: its self-attention has one key, whose softmax weight is 1 whatever q, k or
+    # the score, so only those hooks may be inert (its v, pattern and z are live).
+    one_key = {f"decoder.{layer}.attn.hook_{n}" for layer in range(2) for n in ("q", "k", "attn_scores")}
+    inert = [name for name in monot5.hook_dict if torch.equal(scores(monot5, batch, [(name, perturb)]), clean)]
+    assert set(inert) == one_key, f"writing to these hook points changed nothing downstream: {set(inert) - one_key}"
+    _, cache = monot5.run_with_cache(batch, names_filter=lambda n: "cross_attn.hook_pattern" in n)
+    pattern = cache["decoder.0.cross_attn.hook_pattern"]
+    assert pattern.shape == (2, monot5.cfg.n_heads, 1, batch.seq_len)  # one decoder step over the encoder
+    assert pattern[..., batch.attention_mask[:, None, None, :].expand_as(pattern) == 0].abs().max() == 0
+
+
 def test_bi_encoder_hooks_act_on_the_document_side_only(minilm):
     batch = minilm.tokenize(QUERIES, DOCS)
     fired = []

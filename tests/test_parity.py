@@ -26,7 +26,7 @@ def hf_reference(hf_model, tokenizer, family: str, num_labels: int) -> torch.Ten
 
 
 @pytest.mark.parametrize("num_labels", [1, 2])
-@pytest.mark.parametrize("family", list(SUPPORTED_FAMILIES))
+@pytest.mark.parametrize("family", [f for f in SUPPORTED_FAMILIES if f != "t5"])  # T5: its own tests below
 def test_cross_encoder_scores_match_hugging_face(family, num_labels, tokenizer):
     hf_model = random_hf_model(tiny_config(family, num_labels), seed=3)
     ranker = ranker_from_hf(hf_model, tokenizer, kind="cross-encoder", name=family)
@@ -168,3 +168,48 @@ def test_modernbert_bi_encoder_matches_mean_pooling_by_hand(tokenizer):
     mask = encoded["attention_mask"].unsqueeze(-1).float()
     by_hand = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
     torch.testing.assert_close(ours, by_hand, atol=1e-5, rtol=0)
+
+
+# monoT5: the prompt in, logit("true") - logit("false") out at the first decoder step, computed by HF's
+# own T5ForConditionalGeneration; t5-base's layout (ReLU, tied and rescaled unembedding) and T5 v1.1's
+# (gated GELU, untied), with padding, batch 3 and the end-of-sequence token.
+T5_VARIANTS = {"t5-base": {}, "t5-v1.1": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False)}
+
+
+def t5_model(variant: str):
+    from transformers import T5Config
+
+    derived = {"dense_act_fn", "is_gated_act", "scale_decoder_outputs"}  # recomputed from the arguments
+    base = {k: v for k, v in tiny_config("t5").to_dict().items() if k not in derived}
+    config = T5Config(**{**base, **T5_VARIANTS[variant]})
+    return random_hf_model(config, seed=3)
+
+
+def t5_reference(hf_model, tokenizer, ranker, queries, docs) -> torch.Tensor:
+    encoded = tokenizer(ranker.prompts(queries, docs), padding=True, return_tensors="pt")
+    start = torch.zeros(len(queries), 1, dtype=torch.long)  # decoder_start_token_id = <pad> = 0
+    with torch.no_grad():
+        logits = hf_model(**encoded, decoder_input_ids=start).logits[:, 0]
+    true, false = tokenizer.convert_tokens_to_ids(["true", "false"])
+    return logits[:, true] - logits[:, false]
+
+
+@pytest.mark.parametrize("variant", list(T5_VARIANTS))
+def test_monot5_scores_match_hugging_face(variant):
+    from irmechtest.controls import t5_test_tokenizer
+
+    tokenizer = t5_test_tokenizer()
+    hf_model = t5_model(variant)
+    gated = variant == "t5-v1.1"
+    assert hf_model.config.is_gated_act == gated and hf_model.config.scale_decoder_outputs == (not gated)
+    ranker = ranker_from_hf(hf_model, tokenizer, kind="cross-encoder", name=variant)
+    batch = ranker.tokenize(QUERIES, DOCS)
+    assert batch.attention_mask.eq(0).any()
+    assert batch.input_ids[0, batch.attention_mask[0].sum() - 1] == tokenizer.eos_token_id
+    with torch.no_grad():
+        ours = ranker(batch)
+    expected = t5_reference(hf_model, tokenizer, ranker, QUERIES, DOCS)
+    assert expected.std() > 0.01, "scores must differ across rows for the comparison to mean anything"
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    alone = torch.tensor(ranker.score(QUERIES, DOCS, batch_size=1)).float()  # no padding
+    torch.testing.assert_close(alone, expected, atol=1e-5, rtol=0)
