@@ -10,6 +10,7 @@ import pytest
 from irmechtest.axioms import BUILTIN_AXIOMS, AxiomContext, query_terms
 from irmechtest.compliance import CachedScorer, measure_axiom, to_verdict
 from irmechtest.datasets import (
+    MIN_IDF_COVERAGE,
     corpus_idf,
     embedding_neighbours,
     load_idf,
@@ -38,7 +39,11 @@ def resources(ranker):
     table = load_idf()
     coverage = vocabulary_coverage(table, ranker.tokenizer)
     # With another vocabulary than the shipped table's, fall back to word-level IDF of the sample.
-    idf = word_idf(table, ranker.tokenizer) if coverage >= 0.5 else word_idf(corpus_idf(p.text for p in pairs))
+    idf = (
+        word_idf(table, ranker.tokenizer)
+        if coverage >= MIN_IDF_COVERAGE
+        else word_idf(corpus_idf(p.text for p in pairs))
+    )
     terms = {t for p in pairs for t in query_terms(p.query)} | set(default_vocabulary())
     neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().cpu().numpy(), terms)
     return AxiomContext(idf=idf, neighbours=neighbours), coverage

@@ -15,6 +15,7 @@ from irmechtest import circuits as C
 from irmechtest.verdicts import Evidence, Outcome, Verdict
 
 CROSS = ("cross-encoder",)
+BLOCKS = ("blocks",)  # patching and attention maps over blocks.{l}: not monoT5's encoder / decoder stacks
 NO_QD = "bi-encoders encode query and document apart: no query -> document or [CLS] -> query attention"
 
 
@@ -79,7 +80,7 @@ def sample(settings, runs) -> dict[str, Any]:
     return {"seed": settings["seed"], "n_pairs": {name: r.n_pairs for name, r in runs.items()}}
 
 
-@pytest.mark.irmech_property("matching-heads", applies_to=CROSS, reason=NO_QD)
+@pytest.mark.irmech_property("matching-heads", applies_to=CROSS, reason=NO_QD, layouts=BLOCKS)
 def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, matching_heads):
     s = irmech_settings
     _, runs, _, _ = circuit_inputs(ranker, s)
@@ -113,7 +114,7 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
     )
 
 
-@pytest.mark.irmech_property("scoring-heads", applies_to=CROSS, reason=NO_QD)
+@pytest.mark.irmech_property("scoring-heads", applies_to=CROSS, reason=NO_QD, layouts=BLOCKS)
 def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
     _, runs, _, _ = circuit_inputs(ranker, s)
@@ -136,7 +137,7 @@ def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, 
     )
 
 
-@pytest.mark.irmech_property("contextualisation-heads", applies_to=CROSS, reason=NO_QD)
+@pytest.mark.irmech_property("contextualisation-heads", applies_to=CROSS, reason=NO_QD, layouts=BLOCKS)
 def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
     text, runs, _, _ = circuit_inputs(ranker, s)
@@ -168,7 +169,7 @@ def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circui
     )
 
 
-@pytest.mark.irmech_property("tfc1-stmc1-maps")
+@pytest.mark.irmech_property("tfc1-stmc1-maps", layouts=BLOCKS)
 def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict, circuit_inputs):
     s = irmech_settings
     _, runs, maps, _ = circuit_inputs(ranker, s, s["method"])
@@ -198,7 +199,7 @@ def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict
     )
 
 
-@pytest.mark.irmech_property("circuit-fit", applies_to=CROSS, reason=NO_QD)
+@pytest.mark.irmech_property("circuit-fit", applies_to=CROSS, reason=NO_QD, layouts=BLOCKS)
 def test_linear_circuit_fit(ranker, irmech_settings, irmech_verdict, matching_heads):
     s = irmech_settings
     match_settings = dict(s, n_pairs=s["match_pairs"])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from irmechtest.datasets import idf_vector
+from irmechtest.datasets import model_idf
 from irmechtest.probes import svd_idf_probe
 from irmechtest.verdicts import Evidence, Verdict
 
@@ -11,7 +11,8 @@ from irmechtest.verdicts import Evidence, Verdict
 @pytest.mark.irmech_property("idf-in-u0")
 def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
     settings = irmech_settings
-    idf = idf_vector(ranker.tokenizer, settings["idf_source"])
+    model = model_idf(ranker.tokenizer, settings["idf_source"])
+    idf = model.values
     probe = svd_idf_probe(ranker.W_E, idf, top_k=settings["top_k"])
     k = probe.best_component
     known = ~np.isnan(idf)
@@ -23,10 +24,15 @@ def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
             value=abs(probe.best_r),
             threshold=settings["threshold"],
             summary=(
-                f"Pearson r of U{k} with IDF = {probe.best_r:+.3f} over {probe.n_tokens} tokens; "
+                f"Pearson r of U{k} with IDF = {probe.best_r:+.3f} over {probe.n_tokens} tokens (IDF: {model.source}); "
                 f"U0..U{settings['top_k'] - 1}: " + ", ".join(f"{r:+.3f}" for r in probe.correlations)
             ),
-            details={"correlations": probe.correlations, "component": k, "n_tokens": probe.n_tokens},
+            details={
+                "correlations": probe.correlations,
+                "component": k,
+                "n_tokens": probe.n_tokens,
+                "idf_source": model.source,
+            },
             evidence=[
                 Evidence(
                     "scatter",
@@ -86,6 +92,7 @@ def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
                 "random_p": probe.random_p,
                 "random_change": probe.random_change.tolist(),
                 "seed": settings["seed"],
+                "idf_source": text.idf_source,
                 "n_pairs": len(probe.queries),
             },
             evidence=[

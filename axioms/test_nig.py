@@ -17,7 +17,7 @@ from irmechtest.reranking import planted_data, trec_sample_data
 from irmechtest.verdicts import Evidence, Verdict
 
 
-@pytest.mark.irmech_property("nig-pruning", applies_to=("cross-encoder", "bi-encoder"))
+@pytest.mark.irmech_property("nig-pruning", applies_to=("cross-encoder", "bi-encoder"), layouts=("blocks",))
 def test_pruning_top_nig_neurons_hurts_more_than_random(ranker, irmech_settings, irmech_verdict):
     s = irmech_settings
     # Models built in code carry their vocabulary in ``truth``: real MS MARCO text is mostly [UNK] there.

@@ -31,7 +31,15 @@ from scipy import stats
 
 from irmechtest.ablation import ablation_hooks
 from irmechtest.axioms import AxiomContext, query_terms
-from irmechtest.datasets import DEFAULT_IDF, QueryDocPair, bm25_tf, embedding_neighbours, idf_vector, load_pairs
+from irmechtest.datasets import (
+    DEFAULT_IDF,
+    QueryDocPair,
+    bm25_tf,
+    embedding_neighbours,
+    idf_vector,
+    load_pairs,
+    model_idf,
+)
 from irmechtest.models import Batch, HookedRanker, InputError
 from irmechtest.pairs import MinimalPair, build_pairs
 from irmechtest.patching import (
@@ -170,6 +178,7 @@ class ProbeText:
     pairs: list[QueryDocPair]
     neighbours: dict[str, list[str]]
     idf: np.ndarray
+    idf_source: str = "the model's own"
 
 
 def probe_text(ranker: HookedRanker, n_pairs: int, seed: int, idf_source: str = DEFAULT_IDF) -> ProbeText:
@@ -187,7 +196,8 @@ def probe_text(ranker: HookedRanker, n_pairs: int, seed: int, idf_source: str = 
     pairs = load_pairs(limit=n_pairs, seed=seed)
     terms = {t for p in pairs for t in query_terms(p.query)}
     neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().cpu().numpy(), terms)
-    return ProbeText(pairs, neighbours, idf_vector(ranker.tokenizer, idf_source))
+    idf = model_idf(ranker.tokenizer, idf_source)
+    return ProbeText(pairs, neighbours, idf.values, idf.source)
 
 
 def diagnostic_runs(ranker: HookedRanker, text: ProbeText, *, seed: int, max_length: int) -> dict[str, PairRuns]:

@@ -382,6 +382,42 @@ def idf_vector(tokenizer: Any, source: str | Path | Mapping[str, float] = DEFAUL
     return out
 
 
+# A token-level IDF table is the model's own when it covers at least half its vocabulary: the shipped table
+# covers 95 % of bert-base-uncased WordPiece, which it was built on; a table of another tokenizer shares
+# only the tokens both happen to spell alike (a threshold fixed before any non-WordPiece model was run).
+MIN_IDF_COVERAGE = 0.5
+
+
+@dataclass(frozen=True)
+class ModelIdf:
+    """IDF by token id of a model's vocabulary (NaN where unknown), and where it came from."""
+
+    values: np.ndarray
+    source: str
+    table_coverage: float  # share of the vocabulary the requested table covers
+
+
+def model_idf(tokenizer: Any, source: str | Path | Mapping[str, float] = DEFAULT_IDF) -> ModelIdf:
+    """IDF in the model's own vocabulary, never a silently mismatched table.
+
+    When ``source`` covers less than ``MIN_IDF_COVERAGE`` of the vocabulary (the shipped WordPiece table
+    against a BPE or SentencePiece model), token-level IDF is computed in the model's tokenizer from the
+    shipped TREC DL passages, and ``source`` says so; set ``idf_source`` to a table in the model's
+    vocabulary (a JSON ``{token: idf}`` map) to use another corpus.
+    """
+    table = load_idf(source)
+    name = "the given table" if isinstance(source, Mapping) else str(source)
+    coverage = vocabulary_coverage(table, tokenizer)
+    if coverage >= MIN_IDF_COVERAGE:
+        return ModelIdf(idf_vector(tokenizer, table), name, coverage)
+    passages = sorted({p.text for p in load_pairs(DEFAULT_SOURCE)})
+    described = (
+        f"{len(passages)} passages of {DEFAULT_SOURCE} in the model's tokenizer ({name} covers "
+        f"{coverage:.0%} of its vocabulary)"
+    )
+    return ModelIdf(idf_vector(tokenizer, corpus_idf(passages, tokenizer)), described, coverage)
+
+
 def vocabulary_coverage(table: Mapping[str, float], tokenizer: Any) -> float:
     """Share of the tokenizer's vocabulary that an IDF table covers: near 1 for the vocabulary it was
     built on, near 0 for another (the shipped table is bert-base-uncased WordPiece)."""

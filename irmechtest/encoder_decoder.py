@@ -129,7 +129,7 @@ class HookedEncoderDecoderRanker(HookedRanker):
     """monoT5: the encoder reads the prompt, one decoder step scores it. Shares ``HookedRanker``'s
     tokenising checks, ``score()`` and hook machinery; the forward pass is its own."""
 
-    architecture = "encoder-decoder"
+    layout = "encoder-decoder"
 
     def __init__(
         self,
@@ -189,15 +189,29 @@ class HookedEncoderDecoderRanker(HookedRanker):
         return [self.template.format(query=q, document=d) for q, d in zip(queries, documents, strict=True)]
 
     def tokenize(self, queries: Sequence[str], documents: Sequence[str], overflow: Overflow = "error") -> Batch:
-        """The prompt, tokenised as one text. Over-long prompts are an error: truncating would cut the
-        ``Relevant:`` that the score reads, so ``overflow="truncate"`` is refused too."""
+        """The prompt, tokenised as one text. ``overflow="truncate"`` shortens the document's tokens, never
+        the end of the prompt (``Relevant:``), which the score reads."""
         self._check_texts(queries, "queries")
         self._check_texts(documents, "documents")
         if len(queries) != len(documents):
             raise InputError(f"got {len(queries)} queries but {len(documents)} documents")
-        if overflow != "error":
-            raise InputError("monoT5 prompts end in 'Relevant:', which truncation would cut: shorten the documents")
+        if overflow == "truncate":
+            documents = [self._fit_document(q, d) for q, d in zip(queries, documents, strict=True)]
+            overflow = "error"
         return self.batch_from_encoding(self._encode_texts(self.prompts(queries, documents), None, overflow))
+
+    def _fit_document(self, query: str, document: str) -> str:
+        """``document`` cut at the token where its prompt fits ``max_length`` (unchanged when it fits)."""
+        tok = self.tokenizer
+        excess = len(tok(self.prompts([query], [document])[0])["input_ids"]) - self.max_length
+        pieces = tok(document, add_special_tokens=False)["input_ids"]
+        while excess > 0:
+            if excess >= len(pieces):
+                raise InputError(f"the query alone does not fit monoT5's {self.max_length} tokens: {query[:80]!r}")
+            pieces = pieces[: len(pieces) - excess]
+            document = tok.decode(pieces)
+            excess = len(tok(self.prompts([query], [document])[0])["input_ids"]) - self.max_length
+        return document
 
     def forward(
         self,

@@ -112,9 +112,9 @@ class HookedRanker(HookedRootModule):
     ``ln_final.hook_scale`` and no ``normalized_resid_post`` (pre-LayerNorm); DeBERTa ``attn.hook_c2p|p2c``.
     """
 
-    # One stack of ``blocks``; monoT5 (``encoder_decoder.py``) is "encoder-decoder" and names its stacks
-    # ``encoder`` and ``decoder``, so probes written for ``blocks.{l}`` know they do not apply to it.
-    architecture = "encoder"
+    # The hook layout: one stack of ``blocks``. monoT5 (``encoder_decoder.py``) is "encoder-decoder", with
+    # ``encoder`` and ``decoder`` stacks; properties that read ``blocks.{l}`` declare ``layouts=("blocks",)``.
+    layout = "blocks"
 
     def __init__(
         self,

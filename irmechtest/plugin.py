@@ -118,8 +118,9 @@ def _load_configuration(config: pytest.Config) -> Configuration:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder')): a built-in mechanistic property; "
-        "on other ranker kinds it is skipped and reported as not applicable",
+        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder'), layouts=None): a built-in mechanistic "
+        "property; on other ranker kinds, or hook layouts other than those given (ranker.layout), it is skipped "
+        "and reported as not applicable",
     )
     config.stash[VERDICTS_KEY] = []
     config.stash[MODELS_KEY] = {}
@@ -189,9 +190,17 @@ def _irmech_applicability(request: pytest.FixtureRequest) -> None:
         return
     model = request.getfixturevalue("ranker")
     kinds = marker.kwargs.get("applies_to", ALL_KINDS)
+    layouts = marker.kwargs.get("layouts")
+    reason = None
     if model.kind not in kinds:
-        reason = marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only"
-        verdict = Verdict.not_applicable(marker.args[0], model.name, f"{model.kind}: {reason}")
+        reason = f"{model.kind}: " + (marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only")
+    elif layouts is not None and model.layout not in layouts:
+        reason = (
+            f"{model.layout}: this property reads one stack of blocks.{{l}} (patching, attention maps, neurons); "
+            f"this model's hooks are laid out as {model.layout} (docs/circuits.md)"
+        )
+    if reason is not None:
+        verdict = Verdict.not_applicable(marker.args[0], model.name, reason)
         _record(request, verdict)
         pytest.skip(verdict.message())
 

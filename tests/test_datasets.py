@@ -14,7 +14,9 @@ import pytest
 
 from irmechtest.axioms import query_terms
 from irmechtest.datasets import (
+    DEFAULT_IDF,
     DEFAULT_SOURCE,
+    MIN_IDF_COVERAGE,
     DataFormatError,
     QueryDocPair,
     bm25_idf,
@@ -24,6 +26,7 @@ from irmechtest.datasets import (
     load_idf,
     load_pairs,
     load_vaswani,
+    model_idf,
     registered_sources,
     sample_indices,
     shared_data_dir,
@@ -180,6 +183,32 @@ def test_idf_vector_is_indexed_by_token_id(tokenizer) -> None:
     assert vector[cat] == load_idf()["cat"]
     partial = idf_vector(tokenizer, {"cat": 3.0})
     assert partial[cat] == 3.0 and np.isnan(partial).sum() == len(tokenizer) - 1
+
+
+def byte_level_bpe_tokenizer(texts: list[str]):
+    """A GPT-2 / RoBERTa-style byte-level BPE vocabulary ("Ġthe"), trained offline on ``texts``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<pad>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>")
+
+
+def test_model_idf_uses_the_table_only_for_its_own_vocabulary(tokenizer) -> None:
+    """The shipped WordPiece table serves bert-base-uncased; for another vocabulary IDF is computed in that
+    vocabulary from the shipped passages and the source says so, never a silently mismatched table."""
+    own = model_idf(tokenizer)
+    assert own.source == DEFAULT_IDF and own.table_coverage > 0.9
+    np.testing.assert_array_equal(own.values, idf_vector(tokenizer), strict=True)
+    passages = [p.text for p in load_pairs()]
+    bpe = byte_level_bpe_tokenizer(passages)
+    other = model_idf(bpe)
+    assert other.table_coverage < MIN_IDF_COVERAGE
+    assert "passages" in other.source and f"{other.table_coverage:.0%}" in other.source
+    the, rare = (bpe.get_vocab()[t] for t in ("Ġthe", "Ġwater"))
+    assert other.values[the] < other.values[rare], "a common token must get a lower IDF than a rare one"
 
 
 def test_corpus_idf_word_and_wordpiece_levels(tokenizer) -> None:
