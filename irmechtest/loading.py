@@ -188,6 +188,8 @@ def _checkpoint_kind(config) -> str:
 def hf_auto_class(config, cross_encoder: bool):
     """The transformers auto class a ranker of this config loads with: T5 rankers are seq2seq LMs."""
     if config.model_type == "t5":
+        if not cross_encoder:
+            raise ValueError("T5 is supported as a monoT5 cross-encoder only, not as a (sentence-T5) bi-encoder")
         return AutoModelForSeq2SeqLM
     return AutoModelForSequenceClassification if cross_encoder else AutoModel
 

@@ -151,12 +151,13 @@ def test_modern_encoder_scores_without_padding_match_batched_ones(family, tokeni
     torch.testing.assert_close(alone[0], theirs, atol=1e-5, rtol=0)
 
 
-def test_modernbert_bi_encoder_matches_mean_pooling_by_hand(tokenizer):
-    """A ModernBERT backbone as a sentence-transformers bi-encoder (gte-modernbert style): final states
-    include ModernBERT's final LayerNorm, then mean pooling."""
+@pytest.mark.parametrize("family", ["modernbert", "deberta-v2"])
+def test_modern_encoder_bi_encoder_matches_mean_pooling_by_hand(tokenizer, family):
+    """A ModernBERT (gte-modernbert style) or DeBERTa backbone as a sentence-transformers bi-encoder: final
+    states (ModernBERT's include its final LayerNorm), then mean pooling."""
     from irmechtest.models import Pooling
 
-    hf_model = random_hf_model(tiny_config("modernbert"), seed=3, cross_encoder=False)
+    hf_model = random_hf_model(tiny_config(family), seed=3, cross_encoder=False)
     ranker = ranker_from_hf(
         hf_model, tokenizer, kind="bi-encoder", name="m", pooling=Pooling(mode="mean", normalize=True)
     )
