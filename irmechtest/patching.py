@@ -104,6 +104,11 @@ def pair_texts(pairs: Any) -> list[PairTexts]:
     return [tuple(p) for p in pairs]  # type: ignore[misc]
 
 
+class NoEffectError(InputError):
+    """No pair's edit moves the model's score: there is no effect for a mechanism to carry, so a property
+    that attributes the effect to components fails on this model (the plugin records it as failed)."""
+
+
 def prepare_pairs(
     ranker: HookedRanker, pairs: Any, *, tolerance: float = 1e-4, hooks: Sequence[HookSpec] = ()
 ) -> PairRuns:
@@ -128,7 +133,7 @@ def prepare_pairs(
     base_side, pert_side = _side(ranker, base, hooks), _side(ranker, pert, hooks)
     keep = torch.nonzero((pert_side.scores - base_side.scores).abs() >= tolerance).flatten()
     if len(keep) == 0:
-        raise InputError(
+        raise NoEffectError(
             f"all {len(texts)} pairs have |perturbed - baseline| score gap < {tolerance}: nothing to normalise by"
         )
     return PairRuns(

@@ -35,6 +35,7 @@ from irmechtest import fingerprint
 from irmechtest.config import PROFILES, ConfigError, Configuration, load_configuration
 from irmechtest.loading import DEFAULT_MODEL, load_ranker
 from irmechtest.models import HookedRanker
+from irmechtest.patching import NoEffectError
 from irmechtest.verdicts import Outcome, Verdict, jsonable
 
 ALL_KINDS = ("cross-encoder", "bi-encoder")
@@ -196,8 +197,8 @@ def _irmech_applicability(request: pytest.FixtureRequest) -> None:
         reason = f"{model.kind}: " + (marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only")
     elif layouts is not None and model.layout not in layouts:
         reason = (
-            f"{model.layout}: this property reads one stack of blocks.{{l}} (patching, attention maps, neurons); "
-            f"this model's hooks are laid out as {model.layout} (docs/circuits.md)"
+            f"{model.layout}: the property reads one stack of blocks.{{l}} (patching, attention maps, neurons), "
+            "which this hook layout does not have (docs/circuits.md)"
         )
     if reason is not None:
         verdict = Verdict.not_applicable(marker.args[0], model.name, reason)
@@ -235,14 +236,18 @@ def irmech_verdict(request: pytest.FixtureRequest, record_property: Callable) ->
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, Any, Any]:
-    """A property test that raised before reaching a verdict shows in the report as an error."""
+    """A property test that raised before reaching a verdict shows in the report as an error, or as failed
+    when the model's score did not respond to the probe's edits (``patching.NoEffectError``)."""
     report = yield
     marker = _property_marker(item)
     if marker is not None and report.failed and ITEM_VERDICT_KEY not in item.stash:
         model = item.funcargs.get("ranker") if hasattr(item, "funcargs") else None
         name = model.name if model is not None else getattr(getattr(item, "callspec", None), "id", item.name)
         message = str(call.excinfo.value) if call.excinfo is not None else report.longreprtext
-        verdict = Verdict(marker.args[0], name, None, None, reason=message[:2000], outcome=Outcome.ERROR)
+        # A model whose score the probe's edits do not move fails the property: nothing to attribute.
+        no_effect = call.excinfo is not None and isinstance(call.excinfo.value, NoEffectError)
+        outcome = Outcome.FAILED if no_effect else Outcome.ERROR
+        verdict = Verdict(marker.args[0], name, None, None, reason=message[:2000], outcome=outcome)
         item.config.stash[VERDICTS_KEY].append(verdict)
         item.stash[ITEM_VERDICT_KEY] = verdict
     return report

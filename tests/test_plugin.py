@@ -122,6 +122,33 @@ def test_property_on_a_kind_it_does_not_apply_to_is_not_applicable(pytester):
     result.stdout.fnmatch_lines(["*not applicable*idf-in-u0*"])
 
 
+def test_block_probes_are_not_applicable_to_monot5_and_a_no_effect_model_fails(pytester):
+    """monoT5's encoder / decoder stacks are not the blocks.{l} the circuit, map and NIG probes read: they are
+    not applicable, with the reason, before anything runs. A probe whose edits do not move the score
+    (patching.NoEffectError) records a failed verdict, not an error: there is no effect to attribute."""
+    pytester.makepyfile(
+        test_no_effect="""
+        import pytest
+        from irmechtest.patching import NoEffectError
+
+        @pytest.mark.irmech_property("matching-heads")
+        def test_no_effect(ranker, irmech_verdict):
+            raise NoEffectError("all 16 pairs have |perturbed - baseline| score gap < 0.0001")
+        """
+    )
+    out = pytester.path / "v.json"
+    suite = [str(suite_dir() / name) for name in ("test_circuits.py", "test_nig.py")]
+    result = pytester.runpytest_subprocess("--model=irmechtest:random-t5", *suite, f"--irmech-json={out}")
+    result.assert_outcomes(skipped=6)
+    verdicts = json.loads(out.read_text())["verdicts"]
+    assert {v["property"] for v in verdicts} == MECHANISTIC - {"idf-in-u0", "idf-in-u0-causal"}
+    assert all(v["outcome"] == "not applicable" and "blocks.{l}" in v["reason"] for v in verdicts)
+    result = pytester.runpytest_subprocess("--model=irmechtest:random-t5", "test_no_effect.py", f"--irmech-json={out}")
+    result.assert_outcomes(failed=1)
+    (verdict,) = json.loads(out.read_text())["verdicts"]
+    assert verdict["outcome"] == "failed" and "score gap" in verdict["reason"]
+
+
 def test_explicit_test_paths_are_kept_with_model(pytester):
     pytester.makepyfile(test_mine="def test_mine(ranker):\n    assert ranker.kind == 'bi-encoder'\n")
     result = pytester.runpytest_subprocess("--model=irmechtest:random-minilm", "test_mine.py")
