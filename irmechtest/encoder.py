@@ -1,10 +1,11 @@
 """A hooked post-LayerNorm transformer encoder that reuses a Hugging Face model's own weights.
 
-Every supported family (BERT and MiniLM, ELECTRA, DistilBERT, RoBERTa, XLM-RoBERTa) is the same
-post-LayerNorm encoder with different module names, embedding details and classifier heads. The
-``Family`` adapters below map each family's modules onto one hooked computation; the modules are shared,
+BERT and MiniLM, ELECTRA, DistilBERT, RoBERTa and XLM-RoBERTa are the same post-LayerNorm encoder with
+different module names, embedding details and classifier heads. The family adapters below map each
+family's modules onto one hooked computation; the modules are shared,
 not copied, so editing a weight here edits the Hugging Face model too, and parity with Hugging Face is a
-property of the arithmetic (tested in tests/test_parity.py), not of a weight conversion.
+property of the arithmetic (tested in tests/test_parity.py), not of a weight conversion. ModernBERT and
+DeBERTa build on these parts in ``modern_encoders.py``, monoT5 in ``encoder_decoder.py``.
 
 Attention is always computed explicitly (scores, pattern, z) so that every TransformerLens hook point is
 a real intervention point. On CPU this costs nothing measurable against Hugging Face's SDPA path

@@ -259,6 +259,8 @@ def deberta_v2_parts(hf_model: nn.Module, with_head: bool) -> EncoderParts:
         )
         for layer in encoder.layer
     ]
+    # HF also zeroes the embeddings of padding positions; they are masked as keys in every layer, so no
+    # real token's state depends on them, and the hooked model leaves them as they are.
     emb = base.embeddings
     head = None
     if with_head:
