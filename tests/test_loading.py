@@ -67,7 +67,7 @@ def test_local_monot5_folder_loads_through_the_user_path(tmp_path):
 
     directory = save_cross_encoder(tmp_path, t5_test_tokenizer(), "t5")
     ranker = load_ranker(str(directory))
-    assert ranker.kind == "cross-encoder" and ranker.cfg.family == "t5" and ranker.architecture == "encoder-decoder"
+    assert ranker.kind == "cross-encoder" and ranker.cfg.family == "t5" and ranker.layout == "encoder-decoder"
     assert ranker.identity["weights_sha256"]
     in_memory = random_cross_encoder("t5", seed=1)
     q, d = ["a query"], ["a document about things"]
