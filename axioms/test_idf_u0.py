@@ -3,16 +3,20 @@
 import numpy as np
 import pytest
 
-from irmechtest.datasets import model_idf
+from irmechtest.datasets import idf_vector, resolve_idf_source
 from irmechtest.probes import svd_idf_probe
 from irmechtest.verdicts import Evidence, Verdict
 
 
-@pytest.mark.irmech_property("idf-in-u0")
+def used_idf_source(ranker, settings) -> str:
+    """The IDF source in force for this model's vocabulary (the shipped WordPiece table or a corpus)."""
+    return str(resolve_idf_source(ranker.tokenizer, settings["idf_source"]))
+
+
+@pytest.mark.irmech_property("idf-in-u0", quantity="|r|")
 def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
     settings = irmech_settings
-    model = model_idf(ranker.tokenizer, settings["idf_source"])
-    idf = model.values
+    idf = idf_vector(ranker.tokenizer, settings["idf_source"])
     probe = svd_idf_probe(ranker.W_E, idf, top_k=settings["top_k"])
     k = probe.best_component
     known = ~np.isnan(idf)
@@ -24,14 +28,16 @@ def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
             value=abs(probe.best_r),
             threshold=settings["threshold"],
             summary=(
-                f"Pearson r of U{k} with IDF = {probe.best_r:+.3f} over {probe.n_tokens} tokens (IDF: {model.source}); "
-                f"U0..U{settings['top_k'] - 1}: " + ", ".join(f"{r:+.3f}" for r in probe.correlations)
+                f"Pearson r of U{k} with IDF = {probe.best_r:+.3f} over {probe.n_tokens} tokens; "
+                f"U0..U{settings['top_k'] - 1}: "
+                + ", ".join(f"{r:+.3f}" for r in probe.correlations)
+                + f"; IDF source {used_idf_source(ranker, settings)}"
             ),
             details={
                 "correlations": probe.correlations,
                 "component": k,
                 "n_tokens": probe.n_tokens,
-                "idf_source": model.source,
+                "idf_source": used_idf_source(ranker, settings),
             },
             evidence=[
                 Evidence(
@@ -49,7 +55,7 @@ def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
     )
 
 
-@pytest.mark.irmech_property("idf-in-u0-causal")
+@pytest.mark.irmech_property("idf-in-u0-causal", quantity="mean Spearman rho")
 def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
     """Seed 002 sec. 4.4: raising one query token's IDF coordinate raises a document repeating it, monotonically,
     and more than a document repeating another query token."""
@@ -92,8 +98,8 @@ def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
                 "random_p": probe.random_p,
                 "random_change": probe.random_change.tolist(),
                 "seed": settings["seed"],
-                "idf_source": text.idf_source,
                 "n_pairs": len(probe.queries),
+                "idf_source": used_idf_source(ranker, settings),
             },
             evidence=[
                 Evidence(

@@ -2,15 +2,18 @@
 
 Each probe is a small function over diagnostic minimal pairs (TFC1: a filler token becomes a query term;
 STMC1: it becomes a semantic neighbour of one) and returns a result dataclass; the suite turns results into
-verdicts. Every selection rule is fixed before any model is measured and documented in docs/circuits.md:
+verdicts. The heads are found on **exact** term matching (TFC1), the pathway every BM25-like ranker has;
+whether semantic matching (STMC1) reuses them is a separate question (``map_correlation``), so a model that
+barely reacts to STMC1 edits still has its exact-match heads found. Every selection rule is fixed before any
+model is measured and documented in docs/circuits.md:
 
-* matching heads: patching effect >= ``min_effect`` with a 95 % interval above 0 on TFC1 *and* STMC1, and
-  query -> document attention correlating with input-embedding cosine at r >= ``min_attention_r``; confirmed
-  by the share of the perturbation effect that mean-ablating them removes;
-* relevance-scoring heads: direct (path-patched) effect on the score >= ``min_effect`` on both axioms, and
-  their [CLS] -> query-token attention correlating with IDF;
-* query-contextualisation heads: path-patched effect into the scoring heads' values >= ``min_effect`` on both
-  axioms, and query -> query attention correlating with the key token's IDF at r >= ``min_idf_r``;
+* matching heads: TFC1 patching effect >= ``min_effect`` with a 95 % interval above 0, and query tokens
+  attending to the same token in the document >= ``min_same_token_lift`` times as much as uniform attention
+  would; confirmed by mean ablation removing the TFC1 effect, and more of it than of a control edit's;
+* relevance-scoring heads: direct (path-patched) TFC1 effect on the score >= ``min_effect``, and their
+  [CLS] -> query-token attention correlating with IDF;
+* query-contextualisation heads: path-patched TFC1 effect into the scoring heads' values >= ``min_effect``,
+  and query -> query attention correlating with the key token's IDF at r >= ``min_idf_r``;
 * the linear circuit fit: per query-length group, per query token -U0, the matching score and their product,
   least squares on a seeded 80/20 split, against tuned BM25 and random features on the same split.
 
@@ -31,47 +34,52 @@ from scipy import stats
 
 from irmechtest.ablation import ablation_hooks
 from irmechtest.axioms import AxiomContext, query_terms
-from irmechtest.datasets import (
-    DEFAULT_IDF,
-    QueryDocPair,
-    bm25_tf,
-    embedding_neighbours,
-    idf_vector,
-    load_pairs,
-    model_idf,
-)
+from irmechtest.datasets import DEFAULT_IDF, QueryDocPair, bm25_tf, embedding_neighbours, idf_vector, load_pairs
 from irmechtest.models import Batch, HookedRanker, InputError
 from irmechtest.pairs import MinimalPair, build_pairs
 from irmechtest.patching import (
+    NoEffectError,
     PairRuns,
+    PairTexts,
     PatchResult,
     activation_patching,
     attribution_patching,
     head_grid,
     map_pearson,
+    pair_texts,
     path_patching,
     prepare_pairs,
 )
 
 Head = tuple[int, int]
-AXIOMS = ("TFC1", "STMC1")
-CONTROL = "control"
+EXACT, SEMANTIC, CONTROL = "TFC1", "STMC1", "control"
+AXIOMS = (EXACT, SEMANTIC)
 
+PROBE_PAIRS = 48  # quick-profile source pairs of the head probes (reason at "matching-heads" below)
 CIRCUIT_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Shared by the head probes: quick-profile sample (TFC1 and STMC1 pairs each), documents cut to
-    # max_length tokens so that patching every head stays within seconds on 2 CPU cores.
+    # Shared by the head probes: quick-profile sample (source pairs for TFC1, STMC1 and the control each),
+    # documents cut to max_length tokens so that patching every head stays within seconds on 2 CPU cores. Only
+    # pairs whose edit moves the score by >= patching.MIN_GAP_SHARE of the score spread are patched, so the
+    # sample is drawn 3x larger than the 16 pairs a head's interval needs to be decisive: a model that reacts
+    # to one edit in five keeps about 10 (3 of 16 leave a Student-t interval with t = 4.3, which confirms
+    # nothing); pairs that are excluded cost one forward pass, not a patching run.
     "matching-heads": {
-        # Share of the TFC1 / STMC1 effect removed by mean-ablating the found heads (the smaller of the two).
-        # Seed 002 sec. 4.3: mean-ablation takes perturbed TFC1 logits from 5.1 to -4.4, i.e. all of it;
-        # 0.5 ("the heads carry most of the matching signal") is our convention below that.
+        # Share of the TFC1 effect removed by mean-ablating the found heads. Seed 002 sec. 4.3: mean-ablation
+        # takes perturbed TFC1 logits from 5.1 to -4.4, i.e. all of it; 0.5 ("the heads carry most of the
+        # exact-matching signal") is our convention below that. Further condition: the ablation must remove
+        # more of the TFC1 effect than it changes a control edit's (an unrelated word): the 95 % bootstrap
+        # interval of the difference, over n_boot resamples of the pairs, above 0.
         "threshold": 0.5,
-        # A head must restore >= 5 % of the perturbation's effect alone (convention: an effect smaller than
-        # one twentieth of the whole is not a circuit component), with its 95 % interval above 0.
+        # A head must restore >= 5 % of the TFC1 effect alone (convention: an effect smaller than one
+        # twentieth of the whole is not a circuit component), with its 95 % interval above 0.
         "min_effect": 0.05,
-        # Seed 002: matching heads' attention-cosine r averages 0.50, other heads 0.13; 0.3 is about the
-        # midpoint, rounded down.
-        "min_attention_r": 0.3,
-        "n_pairs": 16,
+        # Exact-match attention: a query token's attention to the same token in the document, over what
+        # uniform attention over the document's tokens would give it. Seed 002 fig. 4: matching heads attend
+        # "most strongly to duplicates"; 5x chance means duplicates dominate the head's attention to the
+        # document (a head attending by position or at random sits near 1x).
+        "min_same_token_lift": 5.0,
+        "n_boot": 1000,
+        "n_pairs": PROBE_PAIRS,
         "seed": 0,
         "max_length": 128,
         "idf_source": DEFAULT_IDF,
@@ -80,9 +88,10 @@ CIRCUIT_DEFAULTS: dict[str, dict[str, Any]] = {
         # Mean Pearson r of the found heads' [CLS] -> query attention with IDF. Seed 002 sec. 4.1: r = 0.67
         # on average; 0.5 is Cohen's "large" correlation, below it.
         "threshold": 0.5,
-        # Seed 002 fig. 15: the scoring heads are those whose path to the logits carries > 30 % of the effect.
+        # Seed 002 fig. 15: the scoring heads are those whose path to the logits carries > 30 % of the (TFC1)
+        # effect.
         "min_effect": 0.3,
-        "n_pairs": 16,
+        "n_pairs": PROBE_PAIRS,
         "seed": 0,
         "max_length": 128,
         "idf_source": DEFAULT_IDF,
@@ -95,7 +104,7 @@ CIRCUIT_DEFAULTS: dict[str, dict[str, Any]] = {
         # Seed 002: 9.11 r = 0.83, 8.10 r = 0.78 between query -> query attention and IDF; 0.5 = Cohen's large.
         "min_idf_r": 0.5,
         "scoring_min_effect": 0.3,
-        "n_pairs": 16,
+        "n_pairs": PROBE_PAIRS,
         "seed": 0,
         "max_length": 128,
         "idf_source": DEFAULT_IDF,
@@ -111,7 +120,7 @@ CIRCUIT_DEFAULTS: dict[str, dict[str, Any]] = {
         # The TFC1 map must be closer to STMC1's than to an unrelated edit's: the 95 % percentile bootstrap
         # interval of the difference of the two r, over this many resamples of the pairs, must lie above 0.
         "n_boot": 1000,
-        "n_pairs": 16,
+        "n_pairs": PROBE_PAIRS,
         "seed": 0,
         "max_length": 128,
         "idf_source": DEFAULT_IDF,
@@ -125,8 +134,8 @@ CIRCUIT_DEFAULTS: dict[str, dict[str, Any]] = {
         "train_share": 0.8,  # seed 002 sec. 5.2: 80/20 split
         "min_rows_per_feature": 5,  # a query-length group is fitted only with >= 5 training rows per feature
         "matching_min_effect": 0.05,
-        "matching_min_attention_r": 0.3,
-        "match_pairs": 16,
+        "matching_min_same_token_lift": 5.0,
+        "match_pairs": PROBE_PAIRS,
         "idf_source": DEFAULT_IDF,
     },
     "idf-in-u0-causal": {
@@ -178,7 +187,6 @@ class ProbeText:
     pairs: list[QueryDocPair]
     neighbours: dict[str, list[str]]
     idf: np.ndarray
-    idf_source: str = "the model's own"
 
 
 def probe_text(ranker: HookedRanker, n_pairs: int, seed: int, idf_source: str = DEFAULT_IDF) -> ProbeText:
@@ -195,12 +203,30 @@ def probe_text(ranker: HookedRanker, n_pairs: int, seed: int, idf_source: str = 
         return ProbeText(pairs, dict(truth.synonyms), idf_vector(ranker.tokenizer, truth.idf))
     pairs = load_pairs(limit=n_pairs, seed=seed)
     terms = {t for p in pairs for t in query_terms(p.query)}
-    neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().cpu().numpy(), terms)
-    idf = model_idf(ranker.tokenizer, idf_source)
-    return ProbeText(pairs, neighbours, idf.values, idf.source)
+    neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().float().cpu().numpy(), terms)
+    return ProbeText(pairs, neighbours, idf_vector(ranker.tokenizer, idf_source))
 
 
-def diagnostic_runs(ranker: HookedRanker, text: ProbeText, *, seed: int, max_length: int) -> dict[str, PairRuns]:
+@dataclass
+class Diagnostics:
+    """The TFC1, STMC1 and control pair sets of one sample.
+
+    ``pairs`` and ``batches`` hold every built pair (ablation and attention statistics need no normalisation);
+    ``runs`` only the sets with pairs whose score gap can be normalised (``prepare_pairs``), and ``unusable``
+    says, for each set left out of ``runs``, why (e.g. a model that does not react to STMC1 edits).
+    """
+
+    pairs: dict[str, list[PairTexts]]
+    batches: dict[str, tuple[Batch, Batch]]  # (baseline, perturbed) of every built pair
+    runs: dict[str, PairRuns]
+    unusable: dict[str, str] = field(default_factory=dict)
+
+    def batch_of(self, sets: Sequence[str], side: int = 1) -> list[Batch]:
+        """Batches (default: the perturbed side) of the given sets."""
+        return [self.batches[name][side] for name in sets]
+
+
+def diagnostic_runs(ranker: HookedRanker, text: ProbeText, *, seed: int, max_length: int) -> Diagnostics:
     """TFC1, STMC1 and control minimal pairs built from ``text``, tokenised, scored and cached.
 
     The control puts a word unrelated to the query (another query's term, not a neighbour, same token count)
@@ -209,7 +235,7 @@ def diagnostic_runs(ranker: HookedRanker, text: ProbeText, *, seed: int, max_len
     """
     rng = random.Random(seed)
     pool = sorted({t.lower() for p in text.pairs for t in query_terms(p.query)})
-    out = {}
+    built: dict[str, list[PairTexts]] = {}
     for axiom in AXIOMS:
         pair_set = build_pairs(
             ranker.tokenizer,
@@ -222,13 +248,24 @@ def diagnostic_runs(ranker: HookedRanker, text: ProbeText, *, seed: int, max_len
         )
         if not pair_set.cases:
             raise InputError(f"no {axiom} pair could be built: {pair_set.summary()}")
-        out[axiom] = prepare_pairs(ranker, pair_set)
-        if axiom == "TFC1":
+        built[axiom] = pair_texts(pair_set)
+        if axiom == EXACT:
             steps = [s for case in pair_set.cases for s in case.steps]
             control = [c for s in steps if (c := _control(ranker, s, text.neighbours, pool, rng)) is not None]
             if not control:
                 raise InputError("no control pair could be built: no unrelated word of the same token length")
-            out[CONTROL] = prepare_pairs(ranker, control)
+            built[CONTROL] = control
+    out = Diagnostics(built, {}, {})
+    for name, pairs in built.items():
+        queries = [q for q, _, _ in pairs]
+        out.batches[name] = (
+            ranker.tokenize(queries, [b for _, b, _ in pairs]),
+            ranker.tokenize(queries, [p for _, _, p in pairs]),
+        )
+        try:
+            out.runs[name] = prepare_pairs(ranker, pairs)
+        except NoEffectError as error:  # no pair moves the score enough to normalise by: say so, do not fail
+            out.unusable[name] = f"{name}: {error}"
     return out
 
 
@@ -247,7 +284,7 @@ def _control(
 
 
 def head_maps(ranker: HookedRanker, runs: dict[str, PairRuns], method: str = "exact") -> dict[str, PatchResult]:
-    """Activation patching (denoise) of every head on each pair set: the maps the probes share.
+    """Activation patching (denoise) of every head on each usable pair set: the maps the probes share.
 
     ``method="attribution"`` estimates them to first order (``attribution_patching``) for big models.
     """
@@ -268,12 +305,14 @@ class MapCorrelation:
     """
 
     r: float
-    control_r: float
+    control_r: float  # NaN when no control pair moves the score enough to be normalised
     specificity_ci: tuple[float, float]
 
     @property
     def specific(self) -> bool:
-        return self.specificity_ci[0] > 0
+        """r beats the control's, or the control edit does not move the score at all (then STMC1's effect,
+        flowing where TFC1's does, is no generic any-edit effect)."""
+        return bool(np.isnan(self.control_r) and np.isnan(self.specificity_ci[0])) or self.specificity_ci[0] > 0
 
 
 def map_correlation(
@@ -282,19 +321,28 @@ def map_correlation(
     """r(TFC1, STMC1), r(TFC1, control) and a percentile bootstrap interval of their difference.
 
     Each pair set is resampled with replacement on its own, ``n_boot`` times, and the three mean maps are
-    rebuilt from the draw, so the interval reflects which pairs happened to be sampled.
+    rebuilt from the draw, so the interval reflects which pairs happened to be sampled. Without a control map
+    (no control pair moved the score enough, see ``Diagnostics.unusable``) control r and the interval are NaN.
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    tfc1, stmc1, control = maps["TFC1"], maps["STMC1"], maps[CONTROL]
+    tfc1, stmc1 = maps[EXACT], maps[SEMANTIC]
+    control = maps.get(CONTROL)
+    if control is None:
+        return MapCorrelation(tfc1.correlation(stmc1), float("nan"), (float("nan"), float("nan")))
     rng = np.random.default_rng(seed)
     differences = []
     for _ in range(n_boot):
         t, s, c = (m.mean_over(rng.integers(0, m.n_pairs, m.n_pairs)) for m in (tfc1, stmc1, control))
         differences.append(map_pearson(t, s) - map_pearson(t, c))
+    low, high = _percentile_interval(differences, confidence)
+    return MapCorrelation(tfc1.correlation(stmc1), tfc1.correlation(control), (low, high))
+
+
+def _percentile_interval(draws: Sequence[float], confidence: float) -> tuple[float, float]:
     tail = (1 - confidence) / 2 * 100
-    low, high = np.nanpercentile(differences, [tail, 100 - tail])
-    return MapCorrelation(tfc1.correlation(stmc1), tfc1.correlation(control), (float(low), float(high)))
+    low, high = np.nanpercentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def _strong(result: PatchResult, min_effect: float) -> np.ndarray:
@@ -371,6 +419,36 @@ def attention_similarity(ranker: HookedRanker, batches: Sequence[Batch]) -> np.n
     return _attention_correlation(ranker, batches, select)
 
 
+def same_token_attention(ranker: HookedRanker, batches: Sequence[Batch]) -> np.ndarray:
+    """Per head: how many times more attention query tokens give to the same token in the document than
+    uniform attention over the document would (1: chance; NaN if no query token occurs in a document).
+
+    Pooled as a ratio of sums over every (row, query token with a duplicate in the document):
+    sum attention(q_i -> its duplicates) / sum attention(q_i -> document) x n_duplicates / n_document, so
+    rows with little attention to the document weigh little. Exact term matching, seed 002 fig. 4.
+    """
+    require_cross_encoder(ranker, "the matching-head attention test")
+    n_layers, n_heads = ranker.cfg.n_layers, ranker.cfg.n_heads
+    observed, expected = np.zeros(n_layers * n_heads), np.zeros(n_layers * n_heads)
+    for batch in batches:
+        patterns = attention_patterns(ranker, batch)
+        ids = batch.input_ids.cpu()
+        for row, (q_pos, d_pos) in enumerate(_token_spans(ranker, batch)):
+            if len(q_pos) == 0 or len(d_pos) == 0:
+                continue
+            same = (ids[row, q_pos][:, None] == ids[row, d_pos][None, :]).double()  # [q, d]
+            has = same.sum(1) > 0
+            if not has.any():
+                continue
+            attn = patterns[row][:, :, q_pos[has]][:, :, :, d_pos].reshape(n_layers * n_heads, int(has.sum()), -1)
+            observed += (attn * same[has]).sum((1, 2)).numpy()
+            expected += (attn.sum(2) * same[has].sum(1) / len(d_pos)).sum(1).numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(expected > 0, observed / np.where(expected > 0, expected, 1.0), np.nan).reshape(
+            n_layers, n_heads
+        )
+
+
 def cls_idf_attention(ranker: HookedRanker, batches: Sequence[Batch], idf: np.ndarray) -> np.ndarray:
     """Per head: r([CLS] -> query-token attention, the query token's IDF) (sec. 4.1)."""
     require_cross_encoder(ranker, "the scoring-head attention test")
@@ -391,92 +469,135 @@ def query_idf_attention(ranker: HookedRanker, batches: Sequence[Batch], idf: np.
     return _attention_correlation(ranker, batches, select)
 
 
-def _perturbed(runs: dict[str, PairRuns]) -> list[Batch]:
-    return [runs[a].perturbed.batch for a in AXIOMS]
-
-
-def _on_axioms(results: dict[str, PatchResult], min_effect: float) -> np.ndarray:
-    return np.logical_and.reduce([_strong(results[a], min_effect) for a in AXIOMS])
+def _no_runs(diagnostics: Diagnostics, name: str) -> str:
+    """Why a probe cannot run on ``name``'s pairs ("" when it can)."""
+    return "" if name in diagnostics.runs else diagnostics.unusable[name]
 
 
 # ------------------------------------------------------------------------------------------- matching heads
 @dataclass
 class Ablation:
-    """Mean-ablating a set of heads on one axiom's pairs."""
+    """Mean-ablating a set of heads on one pair set: per pair, perturbed - baseline score before and after."""
 
-    effect_before: float  # mean perturbed - baseline score
-    effect_after: float
+    before: np.ndarray
+    after: np.ndarray
     perturbed_before: float  # mean perturbed score (what seed 002 reports)
     perturbed_after: float
 
     @property
     def removed(self) -> float:
-        """Share of the perturbation's effect that the ablation removes (1: all of it)."""
-        return 1.0 - self.effect_after / self.effect_before
+        """Share of the perturbation's mean effect that the ablation removes (1: all of it)."""
+        return 1.0 - float(self.after.mean()) / float(self.before.mean())
+
+    @property
+    def shares(self) -> np.ndarray:
+        """Per pair: the share of its effect the ablation takes away (pairs are normalisable: ``PairRuns``)."""
+        return 1.0 - self.after / self.before
 
 
-def mean_ablation(ranker: HookedRanker, runs: PairRuns, heads: Sequence[Head]) -> Ablation:
-    """Score both sides with the heads' ``z`` replaced by its mean over the baseline inputs' real positions."""
+def mean_ablation(
+    ranker: HookedRanker, sides: tuple[Batch, Batch], heads: Sequence[Head], reference: Batch
+) -> Ablation:
+    """Score (baseline, perturbed) with the heads' ``z`` replaced by its mean over ``reference``'s real positions."""
     if not heads:
         raise ValueError("no heads to ablate")
-    grid = head_grid(ranker)
-    cells = [c for c in grid.cells if (c.layer, c.index[1]) in set(heads)]
-    hooks = ablation_hooks(ranker, cells, "mean", reference=runs.baseline.batch)
-    with torch.no_grad(), ranker.hooks(hooks):
-        base, pert = ranker(runs.baseline.batch), ranker(runs.perturbed.batch)
-    before = runs.perturbed.scores - runs.baseline.scores
-    return Ablation(
-        float(before.mean()),
-        float((pert - base).mean()),
-        float(runs.perturbed.scores.mean()),
-        float(pert.mean()),
-    )
+    cells = [c for c in head_grid(ranker).cells if (c.layer, c.index[1]) in set(heads)]
+    hooks = ablation_hooks(ranker, cells, "mean", reference=reference)
+    base, pert = sides
+    with torch.no_grad():
+        clean = [ranker(b).double().cpu().numpy() for b in sides]
+        with ranker.hooks(hooks):
+            ablated = [ranker(b).double().cpu().numpy() for b in (base, pert)]
+    return Ablation(clean[1] - clean[0], ablated[1] - ablated[0], float(clean[1].mean()), float(ablated[1].mean()))
 
 
 @dataclass
 class MatchingHeads:
     heads: list[Head]
-    maps: dict[str, PatchResult]  # activation patching per axiom
-    attention_r: np.ndarray  # [layer, head]
-    ablations: dict[str, Ablation] = field(default_factory=dict)  # per axiom, empty when no head was found
+    maps: dict[str, PatchResult]  # activation patching per usable pair set
+    same_token: np.ndarray  # [layer, head]: same-token attention over chance
+    attention_r: np.ndarray  # [layer, head]: r(q -> d attention, embedding cosine), reported, not a rule
+    ablations: dict[str, Ablation] = field(default_factory=dict)  # TFC1 (and control if usable); {} without heads
     rule: str = ""
+    cannot_run: str = ""  # why no head could be looked for (no TFC1 pair moved the score)
+    no_control: str = ""  # why there is no control ablation (no control pair moved the score)
 
     @property
     def removed(self) -> float:
-        """The smaller share of the TFC1 / STMC1 effect removed by ablating the heads (0 with no heads)."""
-        return min((a.removed for a in self.ablations.values()), default=0.0)
+        """The share of the TFC1 effect removed by ablating the heads (0 with no heads)."""
+        return self.ablations[EXACT].removed if self.heads else 0.0
+
+    def specificity(self, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+        """Bootstrap interval of the mean per-pair share of the TFC1 effect removed minus the control edit's:
+        above 0 when ablating the heads takes away more of the exact-match effect than of an unrelated edit's.
+        NaN without heads, or without a control ablation (``no_control``: no control edit moves the score, so
+        there is no unrelated effect the heads could be carrying)."""
+        if not self.heads or CONTROL not in self.ablations:
+            return float("nan"), float("nan")
+        if n_boot < 1:
+            raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+        exact, control = self.ablations[EXACT].shares, self.ablations[CONTROL].shares
+        rng = np.random.default_rng(seed)
+        draws = [
+            exact[rng.integers(0, len(exact), len(exact))].mean()
+            - control[rng.integers(0, len(control), len(control))].mean()
+            for _ in range(n_boot)
+        ]
+        return _percentile_interval(draws, confidence)
+
+    def confirmed(self, min_removed: float, n_boot: int = 1000, seed: int = 0) -> bool:
+        """Ablation removes >= ``min_removed`` of the TFC1 effect, and more of it than of a control edit's."""
+        low, _ = self.specificity(n_boot, seed=seed)
+        return bool(self.heads) and self.removed >= min_removed and (low > 0 or CONTROL not in self.ablations)
 
     def effects(self) -> dict[str, float]:
-        """Per head found: its mean effect over the two axioms."""
-        return {head_label(h): float(np.mean([self.maps[a].mean[h] for a in AXIOMS])) for h in self.heads}
+        """Per head found: its mean TFC1 effect."""
+        return {head_label(h): float(self.maps[EXACT].mean[h]) for h in self.heads}
 
 
 def find_matching_heads(
     ranker: HookedRanker,
-    runs: dict[str, PairRuns],
+    diagnostics: Diagnostics,
     maps: dict[str, PatchResult],
     *,
     min_effect: float,
-    min_attention_r: float,
+    min_same_token_lift: float,
 ) -> MatchingHeads:
-    """Heads strong on both axioms' patching maps whose q -> d attention follows embedding similarity."""
-    attention_r = attention_similarity(ranker, _perturbed(runs))
-    heads = _heads(_on_axioms(maps, min_effect) & (np.nan_to_num(attention_r, nan=-1.0) >= min_attention_r))
-    ablations = {a: mean_ablation(ranker, runs[a], heads) for a in AXIOMS} if heads else {}
+    """Heads strong in the TFC1 patching map whose query tokens attend to the same token in the document."""
+    words = diagnostics.batch_of([EXACT])
+    same_token = same_token_attention(ranker, words)
+    attention_r = attention_similarity(ranker, diagnostics.batch_of(AXIOMS))
     rule = (
-        f"patching effect >= {min_effect} with 95% CI > 0 on TFC1 and STMC1, "
-        f"and r(q->d attention, embedding cosine) >= {min_attention_r}"
+        f"TFC1 patching effect >= {min_effect} with 95% CI > 0, and same-token attention >= "
+        f"{min_same_token_lift:g}x chance"
     )
-    return MatchingHeads(heads, maps, attention_r, ablations, rule)
+    cannot_run = _no_runs(diagnostics, EXACT)
+    if cannot_run:
+        return MatchingHeads([], maps, same_token, attention_r, {}, rule, cannot_run)
+    mask = _strong(maps[EXACT], min_effect) & (np.nan_to_num(same_token, nan=0.0) >= min_same_token_lift)
+    heads = _heads(mask)
+    # Ablated on the normalisable pairs only, as the maps are: a pair whose edit does not move the score has no
+    # effect for the heads to carry, and its per-pair share would divide by ~0.
+    reference = diagnostics.batches[EXACT][0]
+    usable = [name for name in (EXACT, CONTROL) if name in diagnostics.runs] if heads else []
+    ablations = {
+        name: mean_ablation(
+            ranker, (diagnostics.runs[name].baseline.batch, diagnostics.runs[name].perturbed.batch), heads, reference
+        )
+        for name in usable
+    }
+    no_control = _no_runs(diagnostics, CONTROL)
+    return MatchingHeads(heads, maps, same_token, attention_r, ablations, rule, no_control=no_control)
 
 
 # ------------------------------------------------------------------------------------------- scoring heads
 @dataclass
 class ScoringHeads:
     heads: list[Head]
-    maps: dict[str, PatchResult]  # path patching to the score per axiom, dims (layer, head)
+    map: PatchResult | None  # TFC1 path patching to the score, dims (layer, head); None when it cannot run
     idf_r: np.ndarray  # [layer, head]: r([CLS] -> query attention, IDF)
     rule: str = ""
+    cannot_run: str = ""
 
     @property
     def mean_idf_r(self) -> float:
@@ -484,19 +605,21 @@ class ScoringHeads:
         return float(np.nanmean([self.idf_r[h] for h in self.heads])) if self.heads else 0.0
 
     def effects(self) -> dict[str, float]:
-        return {head_label(h): float(np.mean([m.mean[h] for m in self.maps.values()])) for h in self.heads}
+        return {head_label(h): float(self.map.mean[h]) for h in self.heads} if self.map else {}
 
 
 def find_scoring_heads(
-    ranker: HookedRanker, runs: dict[str, PairRuns], idf: np.ndarray, *, min_effect: float
+    ranker: HookedRanker, diagnostics: Diagnostics, idf: np.ndarray, *, min_effect: float
 ) -> ScoringHeads:
-    """Heads whose direct path to the score carries >= ``min_effect`` of the effect on both axioms."""
+    """Heads whose direct path to the score carries >= ``min_effect`` of the TFC1 effect."""
     require_cross_encoder(ranker, "the relevance-scoring heads probe")
-    maps = {a: path_patching(ranker, runs[a], receivers="score") for a in AXIOMS}
-    heads = _heads(_on_axioms(maps, min_effect))
-    idf_r = cls_idf_attention(ranker, _perturbed(runs), idf)
-    rule = f"path-patched effect on the score >= {min_effect} with 95% CI > 0 on TFC1 and STMC1"
-    return ScoringHeads(heads, maps, idf_r, rule)
+    idf_r = cls_idf_attention(ranker, diagnostics.batch_of(AXIOMS), idf)
+    rule = f"path-patched TFC1 effect on the score >= {min_effect} with 95% CI > 0"
+    cannot_run = _no_runs(diagnostics, EXACT)
+    if cannot_run:
+        return ScoringHeads([], None, idf_r, rule, cannot_run)
+    result = path_patching(ranker, diagnostics.runs[EXACT], receivers="score")
+    return ScoringHeads(_heads(_strong(result, min_effect)), result, idf_r, rule)
 
 
 # ------------------------------------------------------------------------------------------- contextualisation
@@ -504,9 +627,11 @@ def find_scoring_heads(
 class ContextualisationHeads:
     heads: list[Head]
     receivers: list[Head]
-    effect: np.ndarray  # [layer, head]: the smaller over axioms of the largest effect into a receiver's v
+    effect: np.ndarray  # [layer, head]: the largest TFC1 effect into a receiver's v
     idf_r: np.ndarray  # [layer, head]: r(query -> query attention, the attended token's IDF)
     rule: str = ""
+    cannot_run: str = ""  # why no sender could be looked for (no receivers, or no TFC1 pair)
+    basis: str = ""  # the pairs the path patching rests on
 
     def effects(self) -> dict[str, float]:
         return {head_label(h): float(self.effect[h]) for h in self.heads}
@@ -514,7 +639,7 @@ class ContextualisationHeads:
 
 def find_contextualisation_heads(
     ranker: HookedRanker,
-    runs: dict[str, PairRuns],
+    diagnostics: Diagnostics,
     idf: np.ndarray,
     receivers: Sequence[Head],
     *,
@@ -525,22 +650,26 @@ def find_contextualisation_heads(
 
     Matching heads also send into those values; they are told apart by their attention: a matching head's
     query tokens attend to similar tokens, not to the query's high-IDF ones. With no receivers (no scoring
-    head found) there is nothing to contextualise for, and no head is found.
+    head found) the probe cannot run and says so in ``cannot_run``.
     """
     require_cross_encoder(ranker, "the query-contextualisation heads probe")
     shape = (ranker.cfg.n_layers, ranker.cfg.n_heads)
-    idf_r = query_idf_attention(ranker, _perturbed(runs), idf)
-    rule = f"path-patched effect into a scoring head's v >= {min_effect} with 95% CI > 0 on both axioms, "
+    idf_r = query_idf_attention(ranker, diagnostics.batch_of(AXIOMS), idf)
+    rule = f"path-patched TFC1 effect into a scoring head's v >= {min_effect} with 95% CI > 0, "
     rule += f"and r(q->q attention, IDF) >= {min_idf_r}"
-    if not receivers:
-        return ContextualisationHeads([], [], np.zeros(shape), idf_r, rule)
-    strong, effect = [], []
-    for axiom in AXIOMS:
-        result = path_patching(ranker, runs[axiom], receivers=list(receivers), channels=("v",))
-        strong.append(_strong(result, min_effect).any(axis=(1, 2)).reshape(shape))
-        effect.append(np.nan_to_num(result.mean, nan=-np.inf).max(axis=(1, 2)).reshape(shape))
-    mask = np.logical_and.reduce(strong) & (np.nan_to_num(idf_r, nan=-1.0) >= min_idf_r)
-    return ContextualisationHeads(_heads(mask), list(receivers), np.minimum.reduce(effect), idf_r, rule)
+    cannot_run = _no_runs(diagnostics, EXACT)
+    if not cannot_run and not receivers:
+        cannot_run = (
+            "no relevance-scoring head was found, so there is no receiver whose values a query-contextualisation "
+            "head could feed (path patching into receivers needs at least one)"
+        )
+    if cannot_run:
+        return ContextualisationHeads([], [], np.full(shape, np.nan), idf_r, rule, cannot_run)
+    result = path_patching(ranker, diagnostics.runs[EXACT], receivers=list(receivers), channels=("v",))
+    strong = _strong(result, min_effect).any(axis=(1, 2)).reshape(shape)
+    effect = np.nan_to_num(result.mean, nan=-np.inf).max(axis=(1, 2)).reshape(shape)
+    mask = strong & (np.nan_to_num(idf_r, nan=-1.0) >= min_idf_r)
+    return ContextualisationHeads(_heads(mask), list(receivers), effect, idf_r, rule, basis=result.basis)
 
 
 # ------------------------------------------------------------------------------------------- circuit fit
@@ -566,6 +695,7 @@ class CircuitFit:
     bm25_params: tuple[float, float]  # (k1, b) tuned on the training rows
     groups: dict[int, dict[str, float]]  # query length -> n_train, n_test, held-out Pearson r of the circuit
     heads: list[Head]
+    head_weights: np.ndarray  # alpha_k of MS_total = sum_k alpha_k MS_k, fitted on the training rows
     actual: np.ndarray  # held-out scores
     predicted: np.ndarray  # the circuit's held-out predictions
     n_pairs: int
@@ -581,7 +711,7 @@ class _Rows:
     """Per pair: the query tokens' features and the document's term statistics."""
 
     minus_u0: list[np.ndarray]
-    matching: list[np.ndarray]
+    matching: list[np.ndarray]  # per pair [query token, head]: MS_k(q_i), attention mass on the document
     query_ids: list[np.ndarray]
     doc_ids: list[np.ndarray]
     scores: np.ndarray
@@ -609,8 +739,8 @@ def _circuit_rows(
         scores.append(score.double().cpu().numpy())
         for row, (q_pos, d_pos) in enumerate(_token_spans(ranker, batch)):
             ids = batch.input_ids[row].cpu()
-            mass = sum(cache[f"blocks.{ly}.attn.hook_pattern"][row, h][q_pos][:, d_pos].sum(-1) for ly, h in heads)
-            rows.matching.append(mass.double().cpu().numpy())
+            mass = [cache[f"blocks.{ly}.attn.hook_pattern"][row, h][q_pos][:, d_pos].sum(-1) for ly, h in heads]
+            rows.matching.append(torch.stack(mass, dim=1).double().cpu().numpy())
             rows.minus_u0.append(-u0[ids[q_pos].numpy()])
             rows.query_ids.append(ids[q_pos].numpy())
             rows.doc_ids.append(ids[d_pos].numpy())
@@ -634,6 +764,27 @@ BM25_K1 = (0.3, 0.5, 0.9, 1.2, 1.5, 2.0)
 BM25_B = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 
+def all_heads(ranker: HookedRanker) -> list[Head]:
+    return [(layer, head) for layer in range(ranker.cfg.n_layers) for head in range(ranker.cfg.n_heads)]
+
+
+def _head_weights(rows: _Rows, train: np.ndarray) -> np.ndarray:
+    """alpha_k of MS_total = sum_k alpha_k MS_k (seed 002 eq. 2): least squares of the score on each head's
+    matching score summed over the query, plus an intercept, on the training rows only."""
+    design = np.stack([np.append(rows.matching[i].sum(0), 1.0) for i in train])
+    coef, *_ = np.linalg.lstsq(design, rows.scores[train], rcond=None)
+    return coef[:-1]
+
+
+def _design(rows: _Rows, index: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Per row: -U0(q_i), MS_total(q_i), their product for every query token, and an intercept."""
+    out = []
+    for i in index:
+        ms = rows.matching[i] @ alpha
+        out.append(np.concatenate([rows.minus_u0[i], ms, rows.minus_u0[i] * ms, [1.0]]))
+    return np.stack(out)
+
+
 def circuit_fit(
     ranker: HookedRanker,
     pairs: Sequence[tuple[str, str]],
@@ -645,55 +796,55 @@ def circuit_fit(
     min_rows_per_feature: int = 5,
 ) -> CircuitFit:
     """Fit score ~ sum_i linear(-U0(q_i), MS(q_i), -U0(q_i) MS(q_i)) per query-length group (seed 002 sec. 5,
-    appendix G), MS being q_i's attention mass on the document summed over ``heads``.
+    appendix G), MS being the total matching score sum_k alpha_k MS_k(q_i), MS_k(q_i) q_i's attention mass on
+    the document in head k of ``heads`` (pass ``all_heads(ranker)`` for the paper's all-heads version).
 
     Each group is split 80/20 with ``seed``; a group is fitted only if its training part has at least
-    ``min_rows_per_feature`` rows per feature. BM25 (k1, b tuned on the pooled training rows) and random
-    features (the circuit's design shape, Gaussian, seeded) are evaluated on the same held-out rows.
+    ``min_rows_per_feature`` rows per feature. The alpha_k are fitted on the pooled training rows. BM25 (k1, b
+    tuned on the pooled training rows) and random features (the circuit's design shape, Gaussian, seeded) are
+    evaluated on the same held-out rows.
     """
     require_cross_encoder(ranker, "the linear circuit fit")
     if not heads:
-        raise ValueError("the circuit fit needs matching heads: none given")
+        raise ValueError("the circuit fit needs heads to read matching scores from: none given")
     if not 0 < train_share < 1:
         raise ValueError(f"train_share must be in (0, 1), got {train_share}")
     rows = _circuit_rows(ranker, pairs, heads)
     lengths = np.array([len(q) for q in rows.query_ids])
     rng = np.random.default_rng(seed)
-    train_all, test_all, groups = [], [], {}
-    actual, predicted, random_pred = [], [], []
+    splits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for length in sorted(set(lengths.tolist()) - {0}):
         members = np.flatnonzero(lengths == length)
-        n_features = 3 * length + 1
         n_train = round(train_share * len(members))
-        if n_train < min_rows_per_feature * n_features or len(members) - n_train < 3:
+        if n_train < min_rows_per_feature * (3 * length + 1) or len(members) - n_train < 3:
             continue
         order = rng.permutation(members)
-        train, test = order[:n_train], order[n_train:]
-        design = np.stack(
-            [
-                np.concatenate([rows.minus_u0[i], rows.matching[i], rows.minus_u0[i] * rows.matching[i], [1.0]])
-                for i in members
-            ]
-        )
-        index = {int(m): k for k, m in enumerate(members)}
-        x_train, x_test = design[[index[i] for i in train]], design[[index[i] for i in test]]
-        coef, *_ = np.linalg.lstsq(x_train, rows.scores[train], rcond=None)
-        noise = np.column_stack([rng.standard_normal((len(members), n_features - 1)), np.ones(len(members))])
-        r_train, r_test = noise[[index[i] for i in train]], noise[[index[i] for i in test]]
-        r_coef, *_ = np.linalg.lstsq(r_train, rows.scores[train], rcond=None)
-        actual.append(rows.scores[test])
-        predicted.append(x_test @ coef)
-        random_pred.append(r_test @ r_coef)
-        train_all.append(train)
-        test_all.append(test)
-        fit = _correlations(x_test @ coef, rows.scores[test])
-        groups[length] = {"n_train": len(train), "n_test": len(test), "pearson": fit.pearson}
-    if not groups:
+        splits[length] = (order[:n_train], order[n_train:])
+    if not splits:
         raise InputError(
             f"no query-length group of the {len(pairs)} pairs has {min_rows_per_feature} training rows per "
             "feature: give more pairs"
         )
-    train, test = np.concatenate(train_all), np.concatenate(test_all)
+    train = np.concatenate([tr for tr, _ in splits.values()])
+    test = np.concatenate([te for _, te in splits.values()])
+    alpha = _head_weights(rows, train)
+    groups, actual, predicted, random_pred = {}, [], [], []
+    for length, (group_train, group_test) in splits.items():
+        coef, *_ = np.linalg.lstsq(_design(rows, group_train, alpha), rows.scores[group_train], rcond=None)
+        n_features = 3 * length + 1
+        noise = np.column_stack(
+            [
+                rng.standard_normal((len(group_train) + len(group_test), n_features - 1)),
+                np.ones(len(group_train) + len(group_test)),
+            ]
+        )
+        r_coef, *_ = np.linalg.lstsq(noise[: len(group_train)], rows.scores[group_train], rcond=None)
+        prediction = _design(rows, group_test, alpha) @ coef
+        actual.append(rows.scores[group_test])
+        predicted.append(prediction)
+        random_pred.append(noise[len(group_train) :] @ r_coef)
+        fit = _correlations(prediction, rows.scores[group_test])
+        groups[length] = {"n_train": len(group_train), "n_test": len(group_test), "pearson": fit.pearson}
     actual_all, predicted_all = np.concatenate(actual), np.concatenate(predicted)
     k1, b = max(
         ((k1, b) for k1 in BM25_K1 for b in BM25_B),
@@ -706,6 +857,7 @@ def circuit_fit(
         bm25_params=(k1, b),
         groups=groups,
         heads=list(heads),
+        head_weights=alpha,
         actual=actual_all,
         predicted=predicted_all,
         n_pairs=len(pairs),

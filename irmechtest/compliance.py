@@ -7,18 +7,34 @@ pass those explicitly.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from irmechtest.axioms import Axiom, AxiomContext, get_axiom, query_terms
+from irmechtest.axioms import (
+    STOPWORDS,
+    Axiom,
+    AxiomContext,
+    NotApplicable,
+    controlled,
+    get_axiom,
+    neutral_control,
+    query_terms,
+)
 from irmechtest.datasets import DEFAULT_SOURCE, QueryDocPair, load_pairs, words
 from irmechtest.pairs import AxiomCase, Kind, MinimalPair, Overflow, PairSet, build_pairs
-from irmechtest.stats import Compliance, calibrate_tie_band, compliance
-from irmechtest.verdicts import Evidence, Verdict
+from irmechtest.stats import Compliance, bootstrap_mean_interval, calibrate_tie_band, compliance
+from irmechtest.verdicts import Evidence, Outcome, Verdict
+
+TieBand = float | Literal["calibrate", "control"]
+
+CONTROL_STREAMS = (1, 2)
+"""Two neutral controls per case: the first is what the axiom's edit is contrasted with, the second gives
+the null contrast (control minus control) that the tie band is calibrated on."""
 
 
 class Scorer(Protocol):
@@ -88,6 +104,79 @@ class LexicalScorer:
         return self.sign * total
 
 
+class NeutralWords:
+    """Replacement words with no relation to a query, by token length: what a neutral control inserts.
+
+    Candidates are the alphabetic non-stopwords of three letters or more in the judged documents. For a
+    query, a candidate is neutral when it is none of the query's words, of the words of any document
+    judged for that query (they are on its topic), nor a listed semantic neighbour of a query term. A
+    replacement has the same number of tokens as the word it replaces (counted after a space, as it
+    stands in a document), so the control changes the input exactly as much as the axiom's edit does.
+    """
+
+    def __init__(
+        self, tokenizer: Any, pairs: Sequence[QueryDocPair], neighbours: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.related: dict[str, set[str]] = {}
+        for p in pairs:
+            self.related.setdefault(p.query, set()).update(words(p.text))
+        vocabulary = sorted(
+            {w for ws in self.related.values() for w in ws if w.isalpha() and len(w) >= 3 and w not in STOPWORDS}
+        )
+        for query, related in self.related.items():
+            related.update(words(query))
+            for term in query_terms(query):
+                related.update(w.lower() for w in (neighbours or {}).get(term.lower(), ()))
+        self._lengths: dict[str, int] = {}
+        self.by_length: dict[int, list[str]] = {}
+        for word, n in zip(vocabulary, self._count(vocabulary), strict=True):
+            if n:
+                self.by_length.setdefault(n, []).append(word)
+
+    def _count(self, texts: Sequence[str]) -> list[int]:
+        """Token lengths; 0 for a word with a token unknown to the vocabulary (never a replacement)."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._lengths]
+        if missing:
+            unk = self.tokenizer.unk_token_id
+            ids = self.tokenizer([" " + t for t in missing], add_special_tokens=False)["input_ids"]
+            self._lengths.update((t, 0 if unk in i else len(i)) for t, i in zip(missing, ids, strict=True))
+        return [self._lengths[t] for t in texts]
+
+    def __call__(self, query: str, word: str, rng: random.Random, avoid: set[str]) -> str:
+        """A neutral word with as many tokens as ``word``, not in ``avoid``; NotApplicable when none is left."""
+        n = self._count([word])[0]
+        related = self.related.get(query) or set(words(query))
+        pool = self.by_length.get(n, [])
+        # Random probes first (most candidates are neutral), then a full scan so that none is missed.
+        for _ in range(min(len(pool), 32)):
+            pick = pool[rng.randrange(len(pool))]
+            if pick not in related and pick not in avoid:
+                return pick
+        left = [w for w in pool if w not in related and w not in avoid]
+        if not left:
+            raise NotApplicable(f"no neutral word of {n} tokens")
+        return rng.choice(left)
+
+
+RANDOM_TWIN = ("auto", "always", "never")
+"""Values of the ``random_twin`` setting: when controlled verdicts are also compared with a random twin."""
+
+
+def wants_twin(setting: str, kind: str) -> bool:
+    """Whether a ranker's controlled verdicts are also compared with its random-init twin.
+
+    ``auto`` means bi-encoders only: appending a query token to a document moves its pooled embedding
+    towards the query's, which holds the same token's embedding, so even random weights raise the
+    similarity, and a neutral control word (absent from the query) cannot take that away. A cross-encoder
+    has no such built-in path (random cross-encoders fail the controlled rule alone), so it is spared the
+    twin's cost (scoring every text twice) unless asked for with ``always``.
+    """
+    if setting not in RANDOM_TWIN:
+        raise ValueError(f"random_twin must be one of {', '.join(RANDOM_TWIN)}, got {setting!r}")
+    return setting == "always" or (setting == "auto" and kind == "bi-encoder")
+
+
 def reference_text(axiom: Axiom, case: AxiomCase, step: MinimalPair) -> str:
     """What the perturbed document is compared with: the padded baseline, or the unmodified document."""
     return step.baseline_text if axiom.baseline == "padded" else case.document
@@ -123,23 +212,103 @@ def case_deltas(scorer: Scorer, pair_set: PairSet) -> list[list[float]]:
     ]
 
 
-def measure(scorer: Scorer, pair_set: PairSet, *, tie_band: float, confidence: float = 0.95) -> Compliance:
-    """Compliance of a scorer with the axiom behind ``pair_set``."""
+def measure(
+    scorer: Scorer,
+    pair_set: PairSet,
+    *,
+    tie_band: TieBand,
+    confidence: float = 0.95,
+    controls: Sequence[PairSet] = (),
+    twin: Scorer | None = None,
+    seed: int = 0,
+) -> Compliance:
+    """Compliance of a scorer with the axiom behind ``pair_set``.
+
+    With ``controls`` (two neutral-control pair sets, see :func:`build_controls`) each case's effect is
+    the paired contrast: the axiom's effect minus the first control's effect on the same document. A case
+    whose controls could not be built is counted as rejected (``neutral control not built``).
+    ``tie_band="control"`` then takes the median |first control - second control|: how far two edits with
+    no query relation differ for this model, i.e. the contrast's spread when the axiom's words are
+    treated like any others. With a ``twin`` (a random-init model of the same shape, tokenizer and score
+    function, see :func:`wants_twin`) the twin's contrast on the same case is subtracted too: what is left
+    is the behaviour beyond what the architecture gives untrained. That assumes the two models' scores
+    share units, which holds for bi-encoder similarities (cosine or dot of pooled embeddings).
+    """
     ax = pair_set.axiom
+    cases = pair_set.cases
+    rejected = dict(pair_set.rejected)
+    paired_controls: list[PairSet] = []
+    if controls:
+        by_key = [{_case_key(c): c for c in control.cases} for control in controls]
+        matched = [c for c in cases if all(_case_key(c) in found for found in by_key)]
+        if len(matched) < len(cases):
+            rejected["neutral control not built"] = len(cases) - len(matched)
+        cases = matched
+        paired_controls = [
+            replace(control, cases=[found[_case_key(c)] for c in cases])
+            for found, control in zip(by_key, controls, strict=True)
+        ]
+    elif tie_band == "control":
+        raise ValueError(f"tie_band='control' needs neutral controls; {ax.name} has none")
+    pair_set = replace(pair_set, cases=cases)
     deltas = case_deltas(scorer, pair_set)
-    effects = [ax.combine(d) for d in deltas]
-    examples = [_example(ax, c, d) for c, d in zip(pair_set.cases, deltas, strict=True)]
-    return compliance(
+    examples = [_example(ax, c, d) for c, d in zip(cases, deltas, strict=True)]
+    effects = np.array([ax.combine(d) for d in deltas], dtype=np.float64)
+    extra: dict[str, Any] = {}
+    if paired_controls and cases:
+        contrasts, first, spread = _contrasts(scorer, pair_set, paired_controls, deltas)
+        extra.update(controlled=True, mean_control_effect=float(first.mean()))
+        if twin is not None:
+            twin_contrasts = _contrasts(twin, pair_set, paired_controls)[0]
+            contrasts = contrasts - twin_contrasts
+            extra["twin_contrast"] = float(twin_contrasts.mean())
+        low, high = bootstrap_mean_interval(contrasts, confidence=confidence, seed=seed)
+        effects = contrasts
+        extra.update(contrast_ci_low=low, contrast_ci_high=high)
+        if tie_band == "control":
+            tie_band, extra["tie_band_source"] = spread, "(median |control - control|)"
+    elif tie_band == "control":
+        raise ValueError(f"{ax.name}: no case with a neutral control to calibrate the tie band on")
+    result = compliance(
         effects,
         ax.direction,
-        tie_band,
+        float(tie_band),
         axiom=ax.name,
-        keys=[c.key() for c in pair_set.cases],
+        keys=[c.key() for c in cases],
         examples=examples,
         not_applicable=sum(pair_set.not_applicable.values()),
-        rejected=dict(pair_set.rejected),
+        rejected=rejected,
+        shortened=pair_set.shortened,
         confidence=confidence,
     )
+    return replace(result, **extra)
+
+
+def _contrasts(
+    scorer: Scorer, pair_set: PairSet, controls: Sequence[PairSet], deltas: list[list[float]] | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per case: the axiom's effect minus the first control's, the first control's effect, and the
+    neutral spread (median |first control - second control|). ``deltas``: the axiom's, if already scored."""
+    if deltas is None:
+        deltas = case_deltas(scorer, pair_set)
+    axiom_effects, first, second = (
+        np.array([s.axiom.combine(d) for d in step_deltas], dtype=np.float64)
+        for s, step_deltas in zip(
+            (pair_set, *controls), (deltas, *(case_deltas(scorer, c) for c in controls)), strict=True
+        )
+    )
+    return axiom_effects - first, first, float(np.median(np.abs(first - second)))
+
+
+def build_controls(
+    tokenizer: Any,
+    ax: Axiom,
+    judged: Sequence[QueryDocPair],
+    neutral: NeutralWords,
+    **build: Any,
+) -> list[PairSet]:
+    """The two neutral-control pair sets of an axiom's cases (``build`` as for ``build_pairs``)."""
+    return [build_pairs(tokenizer, neutral_control(ax, neutral, stream), judged, **build) for stream in CONTROL_STREAMS]
 
 
 def calibrate(scorer: Scorer, pairs: Sequence[QueryDocPair], *, top_k: int = 10, quantile: float = 0.5) -> float:
@@ -157,7 +326,7 @@ def measure_axiom(
     axiom: Axiom | str,
     pairs: Sequence[QueryDocPair] | str = DEFAULT_SOURCE,
     *,
-    tie_band: float | str = "calibrate",
+    tie_band: TieBand = "calibrate",
     tokenizer: Any | None = None,
     kind: Kind | None = None,
     max_length: int | None = None,
@@ -165,33 +334,43 @@ def measure_axiom(
     limit: int | None = None,
     seed: int = 0,
     context: AxiomContext | None = None,
+    twin: Scorer | None = None,
 ) -> tuple[Compliance, PairSet]:
     """Build an axiom's pairs from a source (or given pairs), score them, and summarise.
 
     Tokenizer, kind and maximum length default to the scorer's own (a ``HookedRanker`` has them);
-    ``tie_band="calibrate"`` derives the band from the scorer's scores of the judged documents.
+    ``tie_band="calibrate"`` derives the band from the scorer's scores of the judged documents,
+    ``"control"`` from its neutral controls. Axioms that edit query-related words into a length-matched
+    slot (``axioms.controlled``) are measured against their neutral controls and, given a ``twin``, against
+    a random-init twin's contrasts (see :func:`measure`).
     """
     ax = get_axiom(axiom)
     judged = load_pairs(pairs, limit=limit, seed=seed) if isinstance(pairs, str) else list(pairs)
     tokenizer = tokenizer if tokenizer is not None else _attribute(scorer, "tokenizer")
     kind = kind or _attribute(scorer, "kind")
     max_length = max_length if max_length is not None else getattr(scorer, "max_length", None)
-    pair_set = build_pairs(
-        tokenizer, ax, judged, kind=kind, max_length=max_length, overflow=overflow, seed=seed, context=context
-    )
+    build = dict(kind=kind, max_length=max_length, overflow=overflow, seed=seed, context=context)
+    pair_set = build_pairs(tokenizer, ax, judged, **build)
+    controls: list[PairSet] = []
+    if controlled(ax):
+        neutral = NeutralWords(tokenizer, judged, context.neighbours if context else None)
+        controls = build_controls(tokenizer, ax, judged, neutral, **build)
     if tie_band == "calibrate":
-        band = calibrate(scorer, judged)
-    elif isinstance(tie_band, int | float) and not isinstance(tie_band, bool):
-        band = float(tie_band)
+        band: TieBand = calibrate(scorer, judged)
+    elif tie_band == "control" or (isinstance(tie_band, int | float) and not isinstance(tie_band, bool)):
+        band = tie_band
     else:
-        raise ValueError(f"tie_band must be a number or 'calibrate', got {tie_band!r}")
-    return measure(scorer, pair_set, tie_band=band), pair_set
+        raise ValueError(f"tie_band must be a number, 'calibrate' or 'control', got {tie_band!r}")
+    return measure(scorer, pair_set, tie_band=band, controls=controls, twin=twin, seed=seed), pair_set
 
 
 def to_verdict(result: Compliance, model: str, threshold: float, *, property: str | None = None) -> Verdict:
     """The suite's verdict: the compliance rate against a threshold, with the worst pair as evidence.
 
-    No applicable pair gives a not-applicable verdict, never a pass.
+    A controlled measurement (see :func:`measure`) further needs the paired contrast's interval on the
+    direction's side of 0: a rate reached with a mean contrast that could be 0 is not evidence that the
+    model treats the axiom's words differently from unrelated ones. No applicable pair gives a
+    not-applicable verdict, never a pass.
     """
     name = property or f"axiom.{result.axiom}"
     if result.rate is None:
@@ -230,16 +409,19 @@ def to_verdict(result: Compliance, model: str, threshold: float, *, property: st
     ]
     if result.worst is not None:
         evidence.append(Evidence("examples", f"worst {result.axiom} violation", {"examples": [result.worst]}))
-    return Verdict(
+    verdict = Verdict(
         property=name,
         model=model,
         value=result.rate,
         threshold=threshold,
         comparison=">=",
         summary=result.summary(),
-        details=result.to_dict(),
+        details={**result.to_dict(), "adaptations": result.adaptations()},
         evidence=evidence,
     )
+    if result.contrast_holds is False:
+        verdict.outcome = Outcome.FAILED
+    return verdict
 
 
 def _attribute(scorer: Scorer, name: str) -> Any:
@@ -247,6 +429,11 @@ def _attribute(scorer: Scorer, name: str) -> Any:
     if value is None:
         raise TypeError(f"the scorer has no .{name}; pass {name}=... explicitly")
     return value
+
+
+def _case_key(case: AxiomCase) -> tuple[str, str, str, str]:
+    """What pairs an axiom's case with its controls: the source pair and the (maybe shortened) document."""
+    return case.qid, case.docno, case.query, case.document
 
 
 def _example(ax: Axiom, case: AxiomCase, deltas: list[float]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ it comes from, so a user can tell a literature figure from a product choice. The
 
 from __future__ import annotations
 
+import difflib
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from irmechtest.axioms import behaviour_defaults, behaviour_full_profile
+from irmechtest.compliance import RANDOM_TWIN
+from irmechtest.decoder import PROMPT_KEYS
 
 PROFILES = ("quick", "full")
 
@@ -30,12 +33,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "idf_source": "msmarco-wordpiece",
     },
     "tfc1": {
-        # "TFC1 holds for >= 90 % of minimal pairs" is the product's release criterion; ties are exact
-        # equality on length-matched pairs unless a tie band is configured. It is stricter than the axiom
-        # catalogue's TFC1 default (0.61, Camara & Hauff 2020's rate for BERT on their diagnostic pairs) on
-        # purpose: a single length-matched query-term insertion is the easiest TFC1 case there is.
-        "threshold": 0.9,
-        "tie_band": 0.0,
+        # The share of pairs on which inserting a query term beats inserting an unrelated word of the same
+        # token length (same document, same slot) by more than the model's neutral spread, with the mean
+        # contrast's interval above 0 (docs/axioms.md, "Verdicts against controls"): 0.5 is twice the 0.25
+        # a model scores when it treats query terms like any word. It replaces the earlier ">= 90 % of pairs
+        # rise at all against filler padding", which a random-init 6 x 384 cross-encoder met at 1.0 (a
+        # fixed filler token is a biased reference) while the trained zoo model measured 0.695. Camara &
+        # Hauff 2020's ~61 % for BERT is a bare direction rate, a reference only.
+        "threshold": 0.5,
+        "tie_band": "control",
+        "random_twin": "auto",
         "pairs": "irmechtest:trec-dl-tfc1-sample",
         "n_pairs": 200,
         "seed": 0,
@@ -55,6 +62,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "tie_band": (0.0, math.inf),
     "baseline_delta": (0.0, math.inf),
 }
+# Settings whose text values are a fixed set (tie_band may also be a number).
+_CHOICES: dict[str, tuple[str, ...]] = {"tie_band": ("calibrate", "control"), "random_twin": RANDOM_TWIN}
 _POSITIVE_INTS = ("n_", "top_k")  # sample and result sizes: at least 1
 
 
@@ -76,8 +85,10 @@ def check_value(name: str, key: str, value: Any, where: str) -> Any:
     if key not in known:
         raise ConfigError(f"{where}: property {name!r} has no setting {key!r}; settings: {', '.join(sorted(known))}")
     default = known[key]
-    if isinstance(default, bool) or default is None:
-        expected: tuple[type, ...] = (bool,) if isinstance(default, bool) else (str, int, float, bool)
+    if key == "tie_band":
+        expected: tuple[type, ...] = (int, float, str)  # a number, or how to calibrate one
+    elif isinstance(default, bool) or default is None:
+        expected = (bool,) if isinstance(default, bool) else (str, int, float, bool)
     elif isinstance(default, int):
         expected = (int,)
     elif isinstance(default, float):
@@ -87,6 +98,8 @@ def check_value(name: str, key: str, value: Any, where: str) -> Any:
     if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
         kind = " or ".join(t.__name__ for t in expected)
         raise ConfigError(f"{where}: {key} must be {kind}, got {value!r}")
+    if isinstance(value, str) and key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"{where}: {key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: {key} must be finite, got {value!r}")
     low, high = _RANGES.get(key, (-math.inf, math.inf))
@@ -122,6 +135,7 @@ class Scope:
 
     properties: dict[str, dict[str, Any]] = field(default_factory=dict)
     profiles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    prompt: dict[str, str] = field(default_factory=dict)  # a decoder reranker's template (models only)
 
     def layers(self, profile: str) -> Iterable[dict[str, dict[str, Any]]]:
         yield self.properties
@@ -136,6 +150,21 @@ class Configuration:
     profile: str = "quick"
     everywhere: Scope = field(default_factory=Scope)
     models: dict[str, Scope] = field(default_factory=dict)
+    # Properties that gate a release in ``--irmech-gate=baseline`` mode whatever the baseline says.
+    required: tuple[str, ...] = ()
+
+    def check_models(self, names: Mapping[str, str]) -> None:
+        """Refuse a ``models."<key>"`` table that matches none of the run's models (``names``: spec -> the name
+        its ranker carries): a mistyped key would otherwise drop a per-model threshold without a word."""
+        known = set(names) | set(names.values())
+        for key in self.models:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f'{self.source}: [tool.irmechtest.models."{key}"] matches no --model of this run '
+                    f"(models: {', '.join(names)}){hint}"
+                )
 
     def settings(self, name: str, model_keys: Iterable[str] = (), profile: str | None = None) -> dict[str, Any]:
         """Settings of property ``name`` for the model known by any of ``model_keys`` (spec, name).
@@ -151,6 +180,14 @@ class Configuration:
                 overrides.update(layer.get(name, {}))
         return property_config(name, overrides, profile=profile, where=self.source)
 
+    def prompt(self, model_keys: Iterable[str]) -> dict[str, str]:
+        """A decoder reranker's prompt overrides for the model known by any of ``model_keys`` (decoder.py)."""
+        prompt: dict[str, str] = {}
+        for key in dict.fromkeys(model_keys):
+            if key in self.models:
+                prompt.update(self.models[key].prompt)
+        return prompt
+
 
 def _table(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
@@ -165,17 +202,41 @@ def _only(table: dict[str, Any], allowed: Iterable[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
 
 
-def _parse_properties(value: Any, where: str) -> dict[str, dict[str, Any]]:
+def _pair_file(value: str, base: Path | None, where: str) -> str:
+    """A ``pairs`` setting naming a TSV file: relative to the configuration file's folder (not the working
+    directory, which changes with where pytest is started), and present. Source names pass unchanged."""
+    if not value.endswith(".tsv"):
+        return value
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not path.is_file():
+        raise ConfigError(f"{where}: pairs file {value!r} not found (looked at {path})")
+    return str(path)
+
+
+def _parse_properties(value: Any, where: str, base: Path | None) -> dict[str, dict[str, Any]]:
     out = {}
     for name, settings in _table(value, where).items():
         here = f"{where}.{name}" if name.replace("-", "").isalnum() else f'{where}."{name}"'
         if name not in DEFAULTS:
             raise ConfigError(f"[{here}]: unknown property {name!r}; known: {', '.join(sorted(DEFAULTS))}")
         out[name] = {key: check_value(name, key, v, f"[{here}]") for key, v in _table(settings, f"[{here}]").items()}
+        if isinstance(out[name].get("pairs"), str):
+            out[name]["pairs"] = _pair_file(out[name]["pairs"], base, f"[{here}]")
     return out
 
 
-def _parse_scope(table: dict[str, Any], where: str, extra: Iterable[str] = ()) -> Scope:
+def _parse_prompt(value: Any, where: str) -> dict[str, str]:
+    table = _table(value, f"[{where}]")
+    _only(table, PROMPT_KEYS, f"[{where}]")
+    for key, text in table.items():
+        if not isinstance(text, str) or not text:
+            raise ConfigError(f"[{where}]: {key} must be a non-empty string, got {text!r}")
+    return dict(table)
+
+
+def _parse_scope(table: dict[str, Any], where: str, base: Path | None, extra: Iterable[str] = ()) -> Scope:
     _only(table, ("properties", "profiles", *extra), f"[{where}]")
     profiles = {}
     for profile, sub in _table(table.get("profiles", {}), f"[{where}.profiles]").items():
@@ -183,25 +244,44 @@ def _parse_scope(table: dict[str, Any], where: str, extra: Iterable[str] = ()) -
         if profile not in PROFILES:
             raise ConfigError(f"[{here}]: unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
         _only(_table(sub, f"[{here}]"), ("properties",), f"[{here}]")
-        profiles[profile] = _parse_properties(sub.get("properties", {}), f"{here}.properties")
-    return Scope(_parse_properties(table.get("properties", {}), f"{where}.properties"), profiles)
+        profiles[profile] = _parse_properties(sub.get("properties", {}), f"{here}.properties", base)
+    prompt = _parse_prompt(table["prompt"], f"{where}.prompt") if "prompt" in table else {}
+    return Scope(_parse_properties(table.get("properties", {}), f"{where}.properties", base), profiles, prompt)
 
 
-def parse_configuration(table: dict[str, Any], source: str) -> Configuration:
-    """Validate an ``[tool.irmechtest]`` table; a ConfigError names ``source`` and the offending key."""
+def _parse_required(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"[tool.irmechtest]: required must be a list of property names, got {value!r}")
+    unknown = [v for v in value if v not in DEFAULTS]
+    if unknown:
+        raise ConfigError(f"[tool.irmechtest]: required: unknown property {unknown[0]!r}; known: {', '.join(DEFAULTS)}")
+    return tuple(value)
+
+
+def parse_configuration(table: dict[str, Any], source: str, base: Path | None = None) -> Configuration:
+    """Validate an ``[tool.irmechtest]`` table; a ConfigError names ``source`` and the offending key.
+
+    Relative pair files resolve against ``base``, the configuration file's folder.
+    """
     try:
         _table(table, "[tool.irmechtest]")
-        everywhere = _parse_scope(table, "tool.irmechtest", extra=("profile", "models"))
+        everywhere = _parse_scope(table, "tool.irmechtest", base, extra=("profile", "models", "required"))
         profile = table.get("profile", "quick")
         if profile not in PROFILES:
             raise ConfigError(f"[tool.irmechtest]: profile must be one of {', '.join(PROFILES)}, got {profile!r}")
         models = {
-            model: _parse_scope(_table(sub, f'[tool.irmechtest.models."{model}"]'), f'tool.irmechtest.models."{model}"')
+            model: _parse_scope(
+                _table(sub, f'[tool.irmechtest.models."{model}"]'),
+                f'tool.irmechtest.models."{model}"',
+                base,
+                ("prompt",),
+            )
             for model, sub in _table(table.get("models", {}), "[tool.irmechtest.models]").items()
         }
+        required = _parse_required(table.get("required", []))
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
-    return Configuration(source, profile, everywhere, models)
+    return Configuration(source, profile, everywhere, models, required)
 
 
 def load_configuration(path: Path, *, required: bool) -> Configuration:
@@ -222,7 +302,7 @@ def load_configuration(path: Path, *, required: bool) -> Configuration:
         if required:
             raise ConfigError(f"{path}: no [tool.irmechtest] table")
         return Configuration()
-    return parse_configuration(table, str(path))
+    return parse_configuration(table, str(path), path.resolve().parent)
 
 
 # Properties defined in other modules: the axiom catalogue's per-axiom properties, each with its

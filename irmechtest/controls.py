@@ -7,21 +7,28 @@ known mechanism by construction. All are deterministic for a seed and need no fi
 
 from __future__ import annotations
 
+import json
+
 import torch
+from tokenizers import Tokenizer, processors
 from transformers import (
     AutoTokenizer,
     BertConfig,
     DebertaV2Config,
     DistilBertConfig,
     ElectraConfig,
+    LlamaConfig,
     ModernBertConfig,
     PretrainedConfig,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen3Config,
     RobertaConfig,
     T5Config,
     XLMRobertaConfig,
 )
 
+from irmechtest.decoder import DECODER_FAMILIES
 from irmechtest.encoder import SUPPORTED_FAMILIES
 from irmechtest.models import HookedRanker, Pooling
 
@@ -89,14 +96,80 @@ def tiny_config(family: str, num_labels: int = 1) -> PretrainedConfig:
     raise ValueError(f"no tiny config for {family!r}; families: {', '.join(SUPPORTED_FAMILIES)}")
 
 
+# Tiny decoders: the scoring head each family's rerankers use (Qwen3-Reranker and Qwen2-based judges are
+# causal LMs answering yes / no; RankLLaMA is Llama with a last-token score head), grouped-query attention
+# (4 query heads sharing 2 key / value heads), and room for the yes / no prompt around 256-token pairs.
+_TINY_DECODER = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=512,
+)
+_DECODER_CONFIGS = {
+    "qwen3": (Qwen3Config, "Qwen3ForCausalLM"),
+    "qwen2": (Qwen2Config, "Qwen2ForCausalLM"),
+    "llama": (LlamaConfig, "LlamaForSequenceClassification"),
+}
+# Each family's special tokens, added to the embedded WordPiece vocabulary: (bos, eos, pad, others).
+_DECODER_SPECIALS = {
+    "qwen3": (None, "<|endoftext|>", "<|endoftext|>", ("<|im_start|>", "<|im_end|>")),
+    "qwen2": (None, "<|endoftext|>", "<|endoftext|>", ("<|im_start|>", "<|im_end|>")),
+    "llama": ("<|begin_of_text|>", "<|end_of_text|>", None, ()),  # Llama 3 ships no padding token
+}
+
+
+def tiny_decoder_tokenizer(family: str) -> PreTrainedTokenizerFast:
+    """An offline tokenizer for tiny decoders: the embedded WordPiece vocabulary without [CLS] / [SEP]
+    templates, plus the family's special tokens (Llama's BOS prepended as its tokenizer does)."""
+    from irmechtest.loading import embedded_model_dir
+
+    bos, eos, pad, others = _DECODER_SPECIALS[family]
+    spec = json.loads((embedded_model_dir() / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["post_processor"], spec["truncation"], spec["padding"] = None, None, None
+    backend = Tokenizer.from_str(json.dumps(spec))
+    specials = [t for t in (bos, eos, *others) if t is not None]
+    backend.add_special_tokens(specials)
+    if bos is not None:
+        bos_id = backend.token_to_id(bos)
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1", special_tokens=[(bos, bos_id)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        unk_token="[UNK]",
+        additional_special_tokens=list(others),
+        padding_side="left",
+        model_max_length=_TINY_DECODER["max_position_embeddings"],
+    )
+
+
+def tiny_decoder_config(family: str, tokenizer: PreTrainedTokenizerFast, num_labels: int = 1) -> PretrainedConfig:
+    """A small decoder config of ``family`` sized to ``tokenizer``, with the family's reranker head."""
+    config_class, architecture = _DECODER_CONFIGS[family]
+    return config_class(
+        **_TINY_DECODER,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=num_labels,
+        architectures=[architecture],
+    )
+
+
 def random_hf_model(config: PretrainedConfig, seed: int = 0, *, cross_encoder: bool = True) -> torch.nn.Module:
     """A Hugging Face model with the library's own random init under a fixed seed (eager attention)."""
-    from irmechtest.loading import hf_auto_class
+    from irmechtest.loading import auto_model_class
 
     config._attn_implementation = "eager"
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return hf_auto_class(config, cross_encoder).from_config(config).eval()
+        auto = auto_model_class(config, "cross-encoder" if cross_encoder else "bi-encoder")
+        return auto.from_config(config).eval()
 
 
 def embedded_tokenizer():
@@ -109,12 +182,9 @@ def t5_test_tokenizer() -> PreTrainedTokenizerFast:
     """A monoT5-style tokenizer built offline (T5's SentencePiece model cannot be downloaded here): the
     embedded WordPiece vocabulary, so the shipped IDF table applies to it; no [CLS]; one end-of-sequence
     token appended as T5 appends ``</s>`` (``[SEP]`` plays it); "true" and "false" are single tokens."""
-    from tokenizers import Tokenizer
-    from tokenizers.processors import TemplateProcessing
-
     bert = embedded_tokenizer()
     backend = Tokenizer.from_str(bert.backend_tokenizer.to_str())
-    backend.post_processor = TemplateProcessing(
+    backend.post_processor = processors.TemplateProcessing(
         single="$A [SEP]", pair="$A [SEP] $B [SEP]", special_tokens=[("[SEP]", bert.sep_token_id)]
     )
     return PreTrainedTokenizerFast(
@@ -122,8 +192,10 @@ def t5_test_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def family_tokenizer(family: str):
+def family_tokenizer(family: str) -> PreTrainedTokenizerFast:
     """The tokenizer a tiny random model of ``family`` is built with."""
+    if family in DECODER_FAMILIES:
+        return tiny_decoder_tokenizer(family)
     return t5_test_tokenizer() if family == "t5" else embedded_tokenizer()
 
 
@@ -144,13 +216,40 @@ def random_minilm(seed: int = 0) -> HookedRanker:
     )
 
 
+def random_twin(ranker: HookedRanker, seed: int = 1) -> HookedRanker:
+    """``ranker``'s shape, tokenizer, pooling and length limit with random weights: what the architecture
+    does untrained. Seed 1, so the twin of a seed-0 random control is another draw, not the same model."""
+    import copy
+
+    from irmechtest.loading import ranker_from_hf
+
+    hf_model = getattr(ranker, "hf_model", None)
+    if hf_model is None:
+        raise ValueError(f"{ranker.name} was not built from a Hugging Face model; it has no random twin")
+    config = copy.deepcopy(hf_model.config)
+    twin = random_hf_model(config, seed, cross_encoder=ranker.kind == "cross-encoder")
+    return ranker_from_hf(
+        twin,
+        ranker.tokenizer,
+        kind=ranker.kind,
+        name=f"random twin of {ranker.name}",
+        pooling=ranker.pooling,
+        max_length=ranker.max_length,
+        identity={"source": f"random init of {ranker.name}'s config", "seed": seed},
+    ).to(next(ranker.parameters()).device)
+
+
 def random_cross_encoder(family: str, seed: int = 0, num_labels: int = 1) -> HookedRanker:
     from irmechtest.loading import ranker_from_hf
 
-    hf_model = random_hf_model(tiny_config(family, num_labels), seed)
+    tokenizer = family_tokenizer(family)
+    if family in DECODER_FAMILIES:
+        hf_model = random_hf_model(tiny_decoder_config(family, tokenizer, num_labels), seed)
+    else:
+        hf_model = random_hf_model(tiny_config(family, num_labels), seed)
     return ranker_from_hf(
         hf_model,
-        family_tokenizer(family),
+        tokenizer,
         kind="cross-encoder",
         name=f"irmechtest:random-{family}",
         identity={"source": "random init", "seed": seed},
@@ -181,8 +280,10 @@ def builtin_ranker(name: str) -> HookedRanker:
         return planted_ranker(random=name.endswith("-random"))
     if name == "random-minilm":
         return random_minilm()
+    from irmechtest.loading import FAMILIES
+
     family = name.removeprefix("random-")
-    if name.startswith("random-") and family in SUPPORTED_FAMILIES:
+    if name.startswith("random-") and family in FAMILIES:
         return random_cross_encoder(family)
-    builtins = ["planted-bm25", "planted-bm25-random", "random-minilm", *(f"random-{f}" for f in SUPPORTED_FAMILIES)]
+    builtins = ["planted-bm25", "planted-bm25-random", "random-minilm", *(f"random-{f}" for f in FAMILIES)]
     raise ValueError(f"unknown built-in model 'irmechtest:{name}'; built-ins: {', '.join(builtins)}")

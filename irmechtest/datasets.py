@@ -9,6 +9,7 @@ over a corpus (word or WordPiece level), e.g. the Vaswani collection in ``../sha
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -103,7 +104,17 @@ def read_pairs_tsv(path: str | Path) -> list[QueryDocPair]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pair file {path} does not exist")
-    with path.open(encoding="utf-8", newline="") as handle:
+    raw = path.read_bytes()
+    try:
+        # utf-8-sig: a byte-order mark (as spreadsheet exports write) is not part of the first column's name.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{path}:{line}: not UTF-8 (byte {raw[error.start]:#04x} at offset {error.start}); "
+            "re-save the file as UTF-8"
+        ) from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         try:
             header = next(reader)
@@ -371,51 +382,40 @@ def load_idf(source: str | Path | Mapping[str, float] = DEFAULT_IDF) -> dict[str
     return parsed
 
 
+# The shipped table is bert-base-uncased WordPiece: it covers 95 % of that vocabulary and next to nothing of a
+# BPE / SentencePiece one (Qwen, Llama), whose tokens it would match only by accident. Below half (the rule
+# the behavioural axioms already use) IDF is computed in the model's own tokenizer from a corpus instead.
+MIN_IDF_COVERAGE = 0.5
+CORPUS_IDF_PREFIX = "corpus:"
+
+
+def resolve_idf_source(tokenizer: Any, source: str | Path | Mapping[str, float] = DEFAULT_IDF) -> Any:
+    """The IDF source used for ``tokenizer``: ``source``, except that the shipped WordPiece table is replaced by
+    ``corpus:`` + the shipped TREC DL passages when it covers less than half of the vocabulary. Verdicts
+    record the result, so the switch is reported, never silent."""
+    if source == DEFAULT_IDF and vocabulary_coverage(load_idf(source), tokenizer) < MIN_IDF_COVERAGE:
+        return CORPUS_IDF_PREFIX + DEFAULT_SOURCE
+    return source
+
+
 def idf_vector(tokenizer: Any, source: str | Path | Mapping[str, float] = DEFAULT_IDF) -> np.ndarray:
-    """IDF indexed by token id of ``tokenizer``'s vocabulary; NaN where the table lacks the token."""
-    table = load_idf(source)
+    """IDF indexed by token id of ``tokenizer``'s vocabulary; NaN where the table lacks the token.
+
+    ``corpus:<pairs source>`` (e.g. ``corpus:irmechtest:vaswani``) computes token IDF in this tokenizer from the
+    distinct documents of that source; see ``resolve_idf_source`` for the shipped table's fallback.
+    """
+    source = resolve_idf_source(tokenizer, source)
+    if isinstance(source, str) and source.startswith(CORPUS_IDF_PREFIX):
+        documents = dict.fromkeys(p.text for p in load_pairs(source.removeprefix(CORPUS_IDF_PREFIX)))
+        table = corpus_idf(documents, tokenizer)
+    else:
+        table = load_idf(source)
     vocab = tokenizer.get_vocab()
     out = np.full(max(vocab.values()) + 1, np.nan)
     for token, token_id in vocab.items():
         if token in table:
             out[token_id] = table[token]
     return out
-
-
-# A token-level IDF table is the model's own when it covers at least half its vocabulary: the shipped table
-# covers 95 % of bert-base-uncased WordPiece, which it was built on; a table of another tokenizer shares
-# only the tokens both happen to spell alike (a threshold fixed before any non-WordPiece model was run).
-MIN_IDF_COVERAGE = 0.5
-
-
-@dataclass(frozen=True)
-class ModelIdf:
-    """IDF by token id of a model's vocabulary (NaN where unknown), and where it came from."""
-
-    values: np.ndarray
-    source: str
-    table_coverage: float  # share of the vocabulary the requested table covers
-
-
-def model_idf(tokenizer: Any, source: str | Path | Mapping[str, float] = DEFAULT_IDF) -> ModelIdf:
-    """IDF in the model's own vocabulary, never a silently mismatched table.
-
-    When ``source`` covers less than ``MIN_IDF_COVERAGE`` of the vocabulary (the shipped WordPiece table
-    against a BPE or SentencePiece model), token-level IDF is computed in the model's tokenizer from the
-    shipped TREC DL passages, and ``source`` says so; set ``idf_source`` to a table in the model's
-    vocabulary (a JSON ``{token: idf}`` map) to use another corpus.
-    """
-    table = load_idf(source)
-    name = "the given table" if isinstance(source, Mapping) else str(source)
-    coverage = vocabulary_coverage(table, tokenizer)
-    if coverage >= MIN_IDF_COVERAGE:
-        return ModelIdf(idf_vector(tokenizer, table), name, coverage)
-    passages = sorted({p.text for p in load_pairs(DEFAULT_SOURCE)})
-    described = (
-        f"{len(passages)} passages of {DEFAULT_SOURCE} in the model's tokenizer ({name} covers "
-        f"{coverage:.0%} of its vocabulary)"
-    )
-    return ModelIdf(idf_vector(tokenizer, corpus_idf(passages, tokenizer)), described, coverage)
 
 
 def vocabulary_coverage(table: Mapping[str, float], tokenizer: Any) -> float:

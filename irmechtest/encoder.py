@@ -107,6 +107,10 @@ class HookedAttention(nn.Module):
         scores = self.hook_attn_scores(self._scores(q, k) + additive_mask)
         pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
         z = self.hook_z(torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2))
+        return self.project(z)
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """The attention output from per-head ``z`` [batch, pos, head, d_head] (shared with the decoder)."""
         if self.hook_result.has_hooks:
             # Per-head outputs are only materialised when someone asks for them: they cost n_heads x memory.
             result = self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O)).sum(dim=2)
@@ -336,7 +340,7 @@ def encoder_parts(hf_model: nn.Module, with_head: bool) -> EncoderParts:
 
 
 class UnsupportedArchitectureError(ValueError):
-    def __init__(self, family: str) -> None:
-        supported = ", ".join(f"{name} ({key})" for key, name in SUPPORTED_FAMILIES.items())
+    def __init__(self, family: str, families: dict[str, str] | None = None) -> None:
+        supported = ", ".join(f"{name} ({key})" for key, name in (families or SUPPORTED_FAMILIES).items())
         super().__init__(f"model_type {family!r} is not supported; supported families: {supported}")
         self.family = family

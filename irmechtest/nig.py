@@ -6,10 +6,14 @@ from a baseline input to the real one of dF/dy * dy/dt, summed over tokens. Here
 * neurons are the outputs of every linear layer: ``query``, ``key``, ``value`` (per head, flattened to the
   layer's output index), ``attention_output`` (the attention output dense, before the residual add),
   ``intermediate`` (the first FFN dense, before GELU) and ``ff_output`` (the second FFN dense);
-* the path interpolates the word embeddings (``inputs_embeds``) between the [PAD] embedding at every
-  position (special tokens included: seed 001's "all tokens -> [PAD]") and the real ones; position and
-  token-type embeddings and the attention mask stay those of the input, which is what replacing every
-  token id by [PAD] does, so the baseline keeps the input's length and segments;
+* the path interpolates the word embeddings (``inputs_embeds``) between a baseline's and the real ones;
+  position and token-type embeddings and the attention mask stay those of the input, so every baseline
+  keeps the input's length and segments. Seed 001's baseline is the [PAD] embedding at every position
+  ("all tokens -> [PAD]"); it chose it as the candidate whose prediction is most neutral on its model
+  (table 1). A trained ranker can find the all-[PAD] input relevant (every query token matches every
+  document token), so the baseline is checked per model (``baseline_checks``: its score's position
+  between the non-relevant and the relevant pairs' scores) and, by default, chosen by seed 001's own
+  criterion among a few candidates (``BASELINES``, ``choose_baseline``);
 * the integral is a Riemann sum on N steps with the gradient averaged at both ends of each step
   (trapezoid), so the error of completeness shrinks as 1/N^2; the N + 1 path points of several pairs
   are stacked along the batch dimension up to a row budget;
@@ -52,6 +56,13 @@ MODULE_HOOKS: dict[str, str] = {
 MODULES: tuple[str, ...] = tuple(MODULE_HOOKS)
 Scheme = Literal["relevant", "non-relevant", "fusion"]
 SCHEMES: tuple[str, ...] = ("relevant", "non-relevant", "fusion")
+# Baselines of the NIG path, in order of preference on ties: seed 001's all-[PAD]; [PAD] for every token but
+# the special ones ([CLS], [SEP]: captum's BERT convention, so the input keeps its segment structure);
+# zero vectors (Moeller et al., seed 001 table 1); the vocabulary's mean word embedding (no token identity).
+BASELINES: tuple[str, ...] = ("pad", "pad-special", "zero", "mean")
+# A baseline is neutral when its median score lies nearer the decision cut than either label's median score:
+# in the middle half of the gap from the non-relevant pairs' median (position 0) to the relevant ones' (1).
+NEUTRAL_BAND: tuple[float, float] = (0.25, 0.75)
 
 NIG_DEFAULTS: dict[str, dict[str, Any]] = {
     "nig-pruning": {
@@ -69,6 +80,11 @@ NIG_DEFAULTS: dict[str, dict[str, Any]] = {
         # Fusion of the two labels (seed 001's F_ms, among the two most damaging schemes of table 4),
         # chosen because it needs neither label to carry the whole mechanism.
         "scheme": "fusion",
+        # "auto": the candidate of ``BASELINES`` whose score lies nearest the model's decision cut on the
+        # attribution pairs, which is seed 001's own rule for choosing a baseline (table 1: the one that
+        # leaves the prediction most neutral) applied to the model under test instead of monoBERT; a name
+        # from ``BASELINES`` fixes it. Decided before any pruning verdict was looked at.
+        "baseline": "auto",
         # Seed 001 averages random pruning over 50 repetitions; 5 in the quick profile (time budget).
         "repeats": 5,
         # Seed 001: one relevant passage among 20 BM25 passages per query (the ``full`` value); 9 in the
@@ -151,10 +167,13 @@ def neuron_layout(
         raise ValueError(f"modules must be a non-empty subset of {list(MODULES)}, got {list(modules)}")
     cfg = ranker.cfg
     layers = range(cfg.n_layers) if layers is None else layers
+    # A decoder's query width need not be d_model, and grouped-query attention has fewer key / value heads.
+    kv_width = getattr(cfg, "n_key_value_heads", cfg.n_heads) * cfg.d_head
+    widths = {"query": cfg.n_heads * cfg.d_head, "key": kv_width, "value": kv_width, "intermediate": cfg.d_mlp}
     blocks, start = [], 0
     for layer in layers:
         for module in (m for m in MODULES if m in modules):
-            width = cfg.d_mlp if module == "intermediate" else cfg.d_model
+            width = widths.get(module, cfg.d_model)
             blocks.append(Block(layer, module, width, start))
             start += width
     return Layout(tuple(blocks), cfg.d_head)
@@ -174,13 +193,30 @@ class Conductance:
         return np.abs(self.values[hook].sum(axis=1) - (self.scores - self.baseline_scores))
 
 
-def pad_baseline(ranker: HookedRanker, batch: Batch) -> torch.Tensor:
-    """The [PAD] word embedding at every position: seed 001's baseline (table 1: "all tokens -> [PAD]")."""
-    return ranker.embed(torch.full_like(batch.input_ids, ranker.cfg.pad_token_id)).detach()
+def baseline_embeddings(ranker: HookedRanker, batch: Batch, name: str) -> torch.Tensor:
+    """The word embeddings where the NIG path starts, one of ``BASELINES``, shaped like the input's."""
+    if name not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {name!r}")
+    pad = ranker.embed(torch.full_like(batch.input_ids, ranker.cfg.pad_token_id)).detach()
+    if name == "pad":
+        return pad
+    if name == "pad-special":
+        special = torch.tensor(sorted(set(ranker.tokenizer.all_special_ids)), device=batch.input_ids.device)
+        keep = torch.isin(batch.input_ids, special)[..., None]
+        return torch.where(keep, ranker.embed(batch.input_ids).detach(), pad)
+    if name == "zero":
+        return torch.zeros_like(pad)
+    return ranker.embed.weight.detach().mean(dim=0).expand_as(pad).contiguous()  # "mean"
 
 
 def conductance(
-    ranker: HookedRanker, batch: Batch, hooks: Sequence[str], *, steps: int, batch_budget: int
+    ranker: HookedRanker,
+    batch: Batch,
+    hooks: Sequence[str],
+    *,
+    steps: int,
+    batch_budget: int,
+    baseline: str = "pad",
 ) -> Conductance:
     """Trapezoid-rule total conductance of every feature of ``hooks`` (summed over tokens), per pair.
 
@@ -197,7 +233,7 @@ def conductance(
         raise ValueError(f"hooks to attribute must be a non-empty list of the ranker's hook names; unknown: {unknown}")
     n = len(batch)
     real = ranker.embed(batch.input_ids).detach()
-    base = pad_baseline(ranker, batch)
+    base = baseline_embeddings(ranker, batch, baseline)
     alphas = torch.linspace(0.0, 1.0, steps + 1, dtype=real.dtype, device=real.device)
     per_chunk = max(1, batch_budget // n)
     totals: dict[str, torch.Tensor] = {}
@@ -259,6 +295,7 @@ class Attribution:
     relevant: np.ndarray  # [n_pairs] bool
     scores: np.ndarray
     baseline_scores: np.ndarray
+    baseline: str
 
     def agreeing(self) -> np.ndarray:
         """Pairs whose score falls on their label's side of the sample median (seed 001 keeps only pairs the
@@ -297,8 +334,9 @@ def neuron_integrated_gradients(
     steps: int,
     batch_budget: int,
     layout: Layout | None = None,
+    baseline: str = "pad",
 ) -> Attribution:
-    """NIG of every linear-layer output neuron on each labelled pair.
+    """NIG of every linear-layer output neuron on each labelled pair, the path starting at ``baseline``.
 
     Pairs are batched in order of length (less padding) to fit the budget; results are in input order.
     """
@@ -313,7 +351,7 @@ def neuron_integrated_gradients(
         for start in range(0, len(pairs), per_batch):
             chunk = [pairs[i] for i in order[start : start + per_batch]]
             batch = ranker.tokenize([p.query for p in chunk], [p.doc for p in chunk], overflow="truncate")
-            parts.append(conductance(ranker, batch, hooks, steps=steps, batch_budget=batch_budget))
+            parts.append(conductance(ranker, batch, hooks, steps=steps, batch_budget=batch_budget, baseline=baseline))
             bar.update(len(chunk) * (steps + 1))
     inverse = np.argsort(order)
     values = np.concatenate([np.concatenate([c.values[h] for h in hooks], axis=1) for c in parts])
@@ -323,7 +361,79 @@ def neuron_integrated_gradients(
         np.array([p.relevant for p in pairs]),
         np.concatenate([c.scores for c in parts])[inverse],
         np.concatenate([c.baseline_scores for c in parts])[inverse],
+        baseline,
     )
+
+
+# ------------------------------------------------------------------------------------ baseline neutrality
+@dataclass(frozen=True)
+class BaselineCheck:
+    """Where one baseline's score lies on the model's own relevance scale, measured on labelled pairs.
+
+    ``position`` is (median baseline score - median non-relevant score) / (median relevant score - median
+    non-relevant score): 0 scores like a typical non-relevant pair, 1 like a relevant one, 0.5 is the
+    decision cut (seed 001's neutral point, p(relevant) = p(non-relevant)); NaN when the model does not
+    score the sample's relevant pairs above its non-relevant ones (there is no scale to be neutral on).
+    """
+
+    name: str
+    position: float
+    score: float  # median baseline score over the pairs
+    non_relevant: float  # median score of the non-relevant pairs
+    relevant: float  # median score of the relevant pairs
+
+    @property
+    def neutral(self) -> bool:
+        return NEUTRAL_BAND[0] <= self.position <= NEUTRAL_BAND[1]
+
+    def describe(self) -> str:
+        where = "neutral" if self.neutral else "NOT neutral"
+        if math.isnan(self.position):
+            where = "neutrality undefined: relevant pairs do not score above non-relevant ones"
+        return (
+            f"{self.name} baseline scores {self.score:.3g} (position {self.position:.2f} between non-relevant "
+            f"{self.non_relevant:.3g} = 0 and relevant {self.relevant:.3g} = 1; {where})"
+        )
+
+
+def baseline_checks(
+    ranker: HookedRanker, pairs: Sequence[LabelledPair], candidates: Sequence[str] = BASELINES, batch_size: int = 32
+) -> list[BaselineCheck]:
+    """The position of each candidate baseline on the relevance scale of ``pairs`` (both labels needed)."""
+    relevant = np.array([p.relevant for p in pairs])
+    if relevant.all() or not relevant.any():
+        raise ValueError("checking a baseline's neutrality needs relevant and non-relevant pairs")
+    real, base = [], {name: [] for name in candidates}
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            batch = ranker.tokenize([p.query for p in chunk], [p.doc for p in chunk], overflow="truncate")
+            real.append(ranker(batch))
+            for name in candidates:
+                base[name].append(ranker(batch, inputs_embeds=baseline_embeddings(ranker, batch, name)))
+    scores = torch.cat(real).double().cpu().numpy()
+    check_finite(scores, ranker.name)
+    low, high = float(np.median(scores[~relevant])), float(np.median(scores[relevant]))
+    checks = []
+    for name in candidates:
+        median = float(np.median(torch.cat(base[name]).double().cpu().numpy()))
+        position = (median - low) / (high - low) if high > low else math.nan
+        checks.append(BaselineCheck(name, position, median, low, high))
+    return checks
+
+
+def choose_baseline(checks: Sequence[BaselineCheck], setting: str) -> BaselineCheck:
+    """The baseline ``setting`` names, or for "auto" the candidate nearest the decision cut (position 0.5;
+    ties go to the earlier candidate); seed 001's [PAD] when no position is defined (no scale to judge on)."""
+    by_name = {c.name: c for c in checks}
+    if setting != "auto":
+        if setting not in by_name:
+            raise ValueError(f"baseline must be 'auto' or one of {tuple(by_name)}, got {setting!r}")
+        return by_name[setting]
+    defined = [c for c in checks if not math.isnan(c.position)]
+    if not defined:
+        return by_name.get("pad", checks[0])
+    return min(defined, key=lambda c: abs(c.position - 0.5))
 
 
 # ------------------------------------------------------------------------------------------- selection
@@ -379,6 +489,12 @@ class PruningResult:
     @property
     def drop(self) -> np.ndarray:
         return self.base - self.pruned
+
+    @property
+    def queries_moved(self) -> int:
+        """Queries whose nDCG@10 the NIG pruning changed at all. With one relevant passage per list most
+        rankings often do not move; a comparison resting on one or two moved queries has little power."""
+        return int((np.abs(self.drop) > 1e-9).sum())
 
     @property
     def random_drop(self) -> np.ndarray:

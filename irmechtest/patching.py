@@ -10,7 +10,8 @@ how much of the score gap moves with it:
   the perturbation undoes the whole effect.
 
 Both are reported as ``(patched - target) / (source - target)`` per pair, target being the run patched
-into. Pairs whose score gap is below a tolerance cannot be normalised: they are excluded and counted.
+into. A pair whose score gap is small next to the model's score scale cannot be normalised (the ratio of two
+near-zero numbers is noise): it is excluded and counted (``prepare_pairs``).
 
 Why batched: MechIR runs one full forward pass per patched cell over the padded batch. Here the copies of a
 layer's cells are stacked along the batch dimension and start at that layer from the cached ``resid_pre``
@@ -47,6 +48,11 @@ PairTexts = tuple[str, str, str]
 _CACHED = ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "attn.hook_z", "attn.hook_q", "attn.hook_k")
 _CACHED += ("attn.hook_v", "mlp.hook_post", "ln1.hook_scale", "ln2.hook_scale")
 BLOCK_ACTS = ("resid_pre", "attn_out", "mlp_out")
+# A pair's gap must be >= this share of the score spread (standard deviation of the sample's scores) to be
+# normalised by. Decided before measuring any zoo model: a tenth of a standard deviation is the usual
+# "negligible" effect size (Cohen's d < 0.2 is "small"); an edit that moves the score less than that is one the
+# model barely notices, and dividing by it turned patching noise into effects of -1.16 to +1.09 (issue 11).
+MIN_GAP_SHARE = 0.1
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -73,6 +79,7 @@ class PairRuns:
     excluded: int
     pairs: list[PairTexts]
     hooks: list[HookSpec] = field(default_factory=list)
+    min_gap: float = 0.0  # |perturbed - baseline| below which a pair was excluded
 
     @property
     def n_pairs(self) -> int:
@@ -105,17 +112,28 @@ def pair_texts(pairs: Any) -> list[PairTexts]:
 
 
 class NoEffectError(InputError):
-    """No pair's edit moves the model's score: there is no effect for a mechanism to carry, so a property
-    that attributes the effect to components fails on this model (the plugin records it as failed)."""
+    """No pair's edit moves the model's score enough: there is no effect for a mechanism to carry, which a
+    probe reports as its reason for finding nothing (``circuits.Diagnostics.unusable``), not as an error."""
 
 
 def prepare_pairs(
-    ranker: HookedRanker, pairs: Any, *, tolerance: float = 1e-4, hooks: Sequence[HookSpec] = ()
+    ranker: HookedRanker,
+    pairs: Any,
+    *,
+    tolerance: float = 1e-4,
+    min_gap_share: float = MIN_GAP_SHARE,
+    hooks: Sequence[HookSpec] = (),
 ) -> PairRuns:
-    """Tokenise, score and cache both sides; pairs with ``|perturbed - baseline| < tolerance`` are excluded.
+    """Tokenise, score and cache both sides; exclude (and count) the pairs whose gap cannot be normalised.
 
-    Raises ``InputError`` for unequal token lengths (positions would not correspond) or when no pair is left.
+    A pair is kept when ``|perturbed - baseline| >= max(tolerance, min_gap_share * spread)``, ``spread`` being
+    the standard deviation of all the pairs' scores (both sides): the model's own score scale on this sample,
+    so the rule means the same on a model scoring in [-0.01, 0.01] as on one scoring in [-10, 10].
+    Raises ``InputError`` for unequal token lengths (positions would not correspond), ``NoEffectError`` when no
+    pair is left.
     """
+    if min_gap_share < 0:
+        raise ValueError(f"min_gap_share must be >= 0, got {min_gap_share}")
     texts = pair_texts(pairs)
     if not texts:
         raise InputError("no pairs given")
@@ -131,10 +149,14 @@ def prepare_pairs(
         )
     hooks = list(hooks)
     base_side, pert_side = _side(ranker, base, hooks), _side(ranker, pert, hooks)
-    keep = torch.nonzero((pert_side.scores - base_side.scores).abs() >= tolerance).flatten()
+    spread = float(torch.cat([base_side.scores, pert_side.scores]).double().std(unbiased=False))
+    min_gap = max(tolerance, min_gap_share * spread)
+    keep = torch.nonzero((pert_side.scores - base_side.scores).abs() >= min_gap).flatten()
     if len(keep) == 0:
         raise NoEffectError(
-            f"all {len(texts)} pairs have |perturbed - baseline| score gap < {tolerance}: nothing to normalise by"
+            f"all {len(texts)} pairs have |perturbed - baseline| score gap < {min_gap:.3g} (max of {tolerance:g} "
+            f"and {min_gap_share:g} x the score spread {spread:.3g}): the edit does not move this model's score "
+            "enough to normalise by"
         )
     return PairRuns(
         baseline=_keep(base_side, keep),
@@ -143,6 +165,7 @@ def prepare_pairs(
         excluded=len(texts) - len(keep),
         pairs=[texts[i] for i in keep.tolist()],
         hooks=hooks,
+        min_gap=min_gap,
     )
 
 
@@ -257,6 +280,7 @@ class PatchResult:
     excluded: int
     method: str
     confidence: float = 0.95
+    min_gap: float = 0.0  # the exclusion rule's gap (``PairRuns.min_gap``)
 
     @property
     def n_pairs(self) -> int:
@@ -265,6 +289,11 @@ class PatchResult:
     @property
     def shape(self) -> tuple[int, ...]:
         return self.values.shape[1:]
+
+    @property
+    def basis(self) -> str:
+        """How many pairs the result rests on, for titles and summaries."""
+        return f"{self.n_pairs} pairs; {self.excluded} excluded with score gap < {self.min_gap:.3g}"
 
     @property
     def mean(self) -> np.ndarray:
@@ -340,7 +369,7 @@ def _result(
         values[_padding(runs, positions).cpu().numpy()] = np.nan
     shape = (runs.n_pairs, *(len(coords[d]) for d in dims))
     scores = patched.double().cpu().numpy().reshape(shape)
-    return PatchResult(values.reshape(shape), scores, dims, coords, runs.excluded, method)
+    return PatchResult(values.reshape(shape), scores, dims, coords, runs.excluded, method, min_gap=runs.min_gap)
 
 
 def _padding(runs: PairRuns, positions: Sequence[int | None]) -> torch.Tensor:

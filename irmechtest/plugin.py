@@ -3,39 +3,52 @@
 Registered through the ``pytest11`` entry point. What it adds:
 
 * options ``--model`` (repeatable), ``--device``, ``--irmech-config``, ``--irmech-profile``,
-  ``--irmech-report``, ``--irmech-json``, ``--irmech-save-baseline`` and ``--irmech-baseline``;
-* the configuration (``[tool.irmechtest]`` in the rootdir's pyproject.toml, or ``--irmech-config``) and
-  the baseline are read and validated at start-up, so a bad file is a usage error before any model loads;
+  ``--irmech-report``, ``--irmech-json``, ``--irmech-save-baseline``, ``--irmech-baseline`` and
+  ``--irmech-gate``;
+* start-up checks, before any model loads, each a usage error (exit 4) naming the input: the configuration,
+  the baseline (every key the comparison reads), output paths, ``--device``, duplicate ``--model`` s,
+  per-model configuration keys that match no ``--model``, and the tokenizer files of local checkpoints;
 * when ``--model`` is given and no test paths are, the built-in suite (``axioms/``, installed as
   ``irmechtest.suite``) is what gets collected, so the command works from any directory;
-* the session-scoped ``ranker`` fixture, parametrised per model (each model is loaded once);
-* the ``irmech_property`` marker (property name and the ranker kinds it applies to) and the
+* the session-scoped ``ranker`` fixture, parametrised per model (each model is loaded once; a model that
+  cannot load is reported once, its properties recorded as errors under its name, exit code 6);
+* the ``irmech_property`` marker (property name, the ranker kinds it applies to, what its value is) and the
   ``irmech_verdict`` / ``irmech_settings`` fixtures that suite tests use;
 * a terminal summary table and, on request, a self-contained HTML report, a JSON file of verdicts and a
-  fingerprint;
+  fingerprint, written atomically and only from a complete run (an interrupted or ``-x`` run writes
+  ``*.partial.*`` files beside them and no baseline);
 * the release gate: with ``--irmech-baseline`` the run's fingerprint is compared with the baseline after all
-  tests ran (on the xdist controller, once every worker's verdicts are in); drift adds a failure, so the
-  exit code is pytest's TESTS_FAILED, and the diff is printed in the terminal summary and the report.
+  tests ran (on the xdist controller, once every worker's verdicts are in); drift adds a failure. With
+  ``--irmech-gate=baseline`` the exit status is the gate's alone (drift, required properties), not every
+  measured failure. Exit codes: ``docs/configuration.md``.
 
-Under pytest-xdist each worker sends its verdicts and model identities to the controller through
-``workeroutput``; only the controller writes files, from verdicts sorted by (model, property).
+Under pytest-xdist each worker sends its verdicts, model identities, load failures and the number of
+property tests it collected to the controller through ``workeroutput``; only the controller writes files,
+from verdicts sorted by (model, property).
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 import json
+from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from _pytest.junitxml import xml_key
 
 from irmechtest import fingerprint
+from irmechtest.compliance import CachedScorer
 from irmechtest.config import PROFILES, ConfigError, Configuration, load_configuration
-from irmechtest.loading import DEFAULT_MODEL, load_ranker
+from irmechtest.controls import random_twin
+from irmechtest.loading import DEFAULT_MODEL, DTYPES, ModelNotFoundError, check_local_spec, load_ranker, model_name
 from irmechtest.models import HookedRanker
-from irmechtest.patching import NoEffectError
+from irmechtest.outputs import OutputPathError, check_output_paths, partial_path, write_atomic
 from irmechtest.verdicts import Outcome, Verdict, jsonable
 
 ALL_KINDS = ("cross-encoder", "bi-encoder")
@@ -47,16 +60,36 @@ IDENTITIES_KEY = pytest.StashKey[dict[str, dict[str, Any]]]()
 CONFIG_KEY = pytest.StashKey[Configuration]()
 BASELINE_KEY = pytest.StashKey[dict[str, Any] | None]()
 RESULT_KEY = pytest.StashKey["RunResult"]()
+CRASHED_KEY = pytest.StashKey[list[str]]()  # xdist workers that went down before sending their verdicts
+LOAD_FAILURES_KEY = pytest.StashKey[dict[str, str]]()  # spec -> why it could not be loaded
+SELECTED_KEY = pytest.StashKey[int]()  # property tests selected to run (after -k / -m deselection)
 WORKER_OUTPUT = "irmechtest"
 GATE_FAILED = "baseline gate failed"  # the category the final summary line counts a failed gate under
+OUTPUT_OPTIONS = ("irmech_json", "irmech_report", "irmech_save_baseline")
+
+
+class ExitCode(enum.IntEnum):
+    """irmechtest's own exit codes, above pytest's 0-5 so that CI can tell them apart (docs/configuration.md)."""
+
+    MODEL_NOT_LOADED = 6  # a --model could not be loaded: nothing was measured on it
+    INCOMPLETE = 7  # gate mode, no regression found: a property raised, or the run stopped before every verdict
+
+
+class ModelLoadError(Exception):
+    """A model that failed to load; reported once in the summary, one line per test that needed it."""
 
 
 @dataclass
 class RunResult:
-    """What a finished run leaves for the files and the summary: its fingerprint and the gate's comparisons."""
+    """What a finished run leaves for the files and the summary: its fingerprint, the gate's comparisons, why
+    the run is incomplete ("" when complete), which files were written and which were withheld."""
 
     fingerprint: dict[str, Any]
     comparisons: list[fingerprint.Comparison] = field(default_factory=list)
+    incomplete: str = ""
+    written: list[str] = field(default_factory=list)
+    withheld: list[str] = field(default_factory=list)
+    required_failed: list[str] = field(default_factory=list)
 
 
 def suite_dir() -> Path:
@@ -77,6 +110,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"ranker to test (Hub id, local directory, alias, irmechtest:...); repeatable; default {DEFAULT_MODEL}",
     )
     group.addoption("--device", dest="irmech_device", default="cpu", help="torch device for the models (cpu)")
+    group.addoption(
+        "--dtype",
+        dest="irmech_dtype",
+        default="float32",
+        choices=list(DTYPES),
+        help="weights and activations of the models: float32 (default), bfloat16 or float16 (large rerankers)",
+    )
     group.addoption(
         "--irmech-config",
         dest="irmech_config",
@@ -103,6 +143,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="compare this run's fingerprint with a saved one; drift beyond the tolerances fails the run",
     )
+    group.addoption(
+        "--irmech-gate",
+        dest="irmech_gate",
+        choices=("properties", "baseline"),
+        default="properties",
+        help="what the exit status reflects: every property verdict (properties, default), or only drift from "
+        "--irmech-baseline and the configuration's required properties (baseline; for release workflows)",
+    )
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -116,22 +164,61 @@ def _load_configuration(config: pytest.Config) -> Configuration:
     return load_configuration(config.rootpath / "pyproject.toml", required=False)
 
 
+def _check_device(spec: str) -> None:
+    """``--device`` must name a device this machine has, or every test would fail on it separately."""
+    try:
+        device = torch.device(spec)
+    except RuntimeError as error:
+        raise pytest.UsageError(f"--device={spec}: {error}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise pytest.UsageError(f"--device={spec}: CUDA is not available here (torch {torch.__version__}, {build})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise pytest.UsageError(f"--device={spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise pytest.UsageError(f"--device={spec}: MPS is not available here")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise pytest.UsageError(f"--device={spec}: unsupported device type; use cpu, cuda[:N] or mps")
+
+
+def _check_inputs(config: pytest.Config) -> None:
+    """Every start-up check that needs no model loaded (the configuration and baseline are read by the caller)."""
+    specs = config.getoption("irmech_models")
+    twice = [name for name, n in Counter(map(model_name, specs)).items() if n > 1]
+    if twice:
+        raise pytest.UsageError(f"--model: {twice[0]} is given more than once (every property would run twice)")
+    if specs:  # without --model a project's own tests run: its per-model tables may be for other runs
+        config.stash[CONFIG_KEY].check_models({spec: model_name(spec) for spec in specs})
+        for spec in specs:
+            check_local_spec(spec)
+    _check_device(config.getoption("irmech_device"))
+    check_output_paths({f"--{o.replace('_', '-')}": config.getoption(o) for o in OUTPUT_OPTIONS})
+    gate = config.getoption("irmech_gate")
+    if gate == "baseline" and not (config.getoption("irmech_baseline") or config.getoption("irmech_save_baseline")):
+        raise pytest.UsageError("--irmech-gate=baseline needs --irmech-baseline=PATH or --irmech-save-baseline=PATH")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder'), layouts=None): a built-in mechanistic "
-        "property; on other ranker kinds, or hook layouts other than those given (ranker.layout), it is skipped "
-        "and reported as not applicable",
+        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder'), quantity='', causal_reason=None, "
+        "layouts=None): a built-in mechanistic property; on other ranker kinds, on causal decoders (with "
+        "causal_reason) and on hook layouts other than those given (ranker.layout) it is skipped and reported as "
+        "not applicable; quantity says what its value is (|r|, compliance rate, p-value, ...)",
     )
     config.stash[VERDICTS_KEY] = []
     config.stash[MODELS_KEY] = {}
     config.stash[IDENTITIES_KEY] = {}
+    config.stash[LOAD_FAILURES_KEY] = {}
     baseline = config.getoption("irmech_baseline")
     try:
         config.stash[CONFIG_KEY] = _load_configuration(config)
         load_baseline = baseline and not _is_worker(config)
         config.stash[BASELINE_KEY] = fingerprint.load(Path(baseline)) if load_baseline else None
-    except (ConfigError, fingerprint.FingerprintError) as error:
+        if not _is_worker(config):
+            _check_inputs(config)
+    except (ConfigError, fingerprint.FingerprintError, OutputPathError, ModelNotFoundError) as error:
         raise pytest.UsageError(str(error)) from None
     if config.getoption("irmech_models") and config.args_source is not pytest.Config.ArgsSource.ARGS:
         config.args = [str(suite_dir())]
@@ -149,11 +236,28 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def ranker(request: pytest.FixtureRequest) -> HookedRanker:
     """The ranker under test, loaded once per session per ``--model``."""
     spec = getattr(request, "param", DEFAULT_MODEL)
-    models = request.config.stash[MODELS_KEY]
-    if spec not in models:
-        models[spec] = load_ranker(spec, device=request.config.getoption("irmech_device"))
-        request.config.stash[IDENTITIES_KEY][models[spec].name] = jsonable(models[spec].identity)
+    models, failures = request.config.stash[MODELS_KEY], request.config.stash[LOAD_FAILURES_KEY]
+    if spec not in models and spec not in failures:
+        prompt = request.config.stash[CONFIG_KEY].prompt([spec]) or None
+        options = request.config.getoption
+        try:
+            models[spec] = load_ranker(
+                spec, device=options("irmech_device"), dtype=options("irmech_dtype"), prompt=prompt
+            )
+        except Exception as error:  # any cause: the run goes on with the other models and says why once
+            failures[spec] = f"{type(error).__name__}: {error}"
+        else:
+            request.config.stash[IDENTITIES_KEY][models[spec].name] = jsonable(models[spec].identity)
+    if spec in failures:
+        raise ModelLoadError(f"model {spec} could not be loaded (the cause is in the irmechtest summary)")
     return models[spec]
+
+
+@pytest.fixture(scope="session")
+def ranker_twin(ranker: HookedRanker) -> Callable[[], CachedScorer]:
+    """The ranker's random-init twin (``controls.random_twin``), built on first call and kept for the session:
+    behavioural verdicts compare with it where ``compliance.wants_twin`` says so."""
+    return functools.cache(lambda: CachedScorer(random_twin(ranker)))
 
 
 def profile(config: pytest.Config) -> str:
@@ -183,23 +287,36 @@ def irmech_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     return settings
 
 
+# Why a property that reads blocks.{l} does not apply to another hook layout (its ``layouts=`` marker kwarg).
+LAYOUT_REASON = (
+    "the property reads one stack of blocks.{l} (patching, attention maps, neurons), which this hook layout "
+    "does not have (docs/circuits.md)"
+)
+
+
+def not_applicable_reason(marker: pytest.Mark, model: HookedRanker) -> str | None:
+    """Why a property does not apply to ``model`` (None when it does), from its marker: the ranker kinds it
+    applies to (``applies_to``, ``reason``), the hook layouts it reads (``layouts``), and whether a causal mask
+    rules it out (``causal_reason``). The one place applicability is decided."""
+    kinds = marker.kwargs.get("applies_to", ALL_KINDS)
+    layouts = marker.kwargs.get("layouts")
+    if model.kind not in kinds:
+        return f"{model.kind}: " + (marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only")
+    if layouts is not None and model.layout not in layouts:
+        return f"{model.layout} layout: {LAYOUT_REASON}"
+    if model.causal and "causal_reason" in marker.kwargs:
+        return f"causal {model.kind}: {marker.kwargs['causal_reason']}"
+    return None
+
+
 @pytest.fixture(autouse=True)
 def _irmech_applicability(request: pytest.FixtureRequest) -> None:
-    """Skip a property on ranker kinds it does not apply to, and count it as not applicable."""
+    """Skip a property on models it does not apply to, and count it as not applicable."""
     marker = _property_marker(request.node)
     if marker is None or "ranker" not in request.fixturenames:
         return
     model = request.getfixturevalue("ranker")
-    kinds = marker.kwargs.get("applies_to", ALL_KINDS)
-    layouts = marker.kwargs.get("layouts")
-    reason = None
-    if model.kind not in kinds:
-        reason = f"{model.kind}: " + (marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only")
-    elif layouts is not None and model.layout not in layouts:
-        reason = (
-            f"{model.layout}: the property reads one stack of blocks.{{l}} (patching, attention maps, neurons), "
-            "which this hook layout does not have (docs/circuits.md)"
-        )
+    reason = not_applicable_reason(marker, model)
     if reason is not None:
         verdict = Verdict.not_applicable(marker.args[0], model.name, reason)
         _record(request, verdict)
@@ -211,20 +328,43 @@ def _record(request: pytest.FixtureRequest, verdict: Verdict) -> None:
     settings = request.node.stash.get(ITEM_SETTINGS_KEY, None)
     if settings is not None:
         verdict.details.setdefault("settings", settings)
+    marker = _property_marker(request.node)
+    if marker is not None and not verdict.quantity:
+        verdict.quantity = marker.kwargs.get("quantity", "")
     request.config.stash[VERDICTS_KEY].append(verdict)
     request.node.stash[ITEM_VERDICT_KEY] = verdict
 
 
+def _junit_xunit2(config: pytest.Config) -> bool:
+    """Whether ``--junitxml`` writes xunit2 (pytest's default family), whose test cases cannot carry properties."""
+    xml = config.stash.get(xml_key, None)
+    return xml is not None and xml.family == "xunit2"
+
+
+def _junit_fields(verdict: Verdict) -> dict[str, Any]:
+    return {
+        "property": verdict.property,
+        "model": verdict.model,
+        "outcome": verdict.outcome.value,
+        "value": verdict.value,
+        "threshold": verdict.threshold,
+    }
+
+
+def _record_property(request: pytest.FixtureRequest, name: str, value: Any) -> None:
+    """pytest's ``record_property`` without its fixture (which warns under xunit2 even when not called)."""
+    request.node.user_properties.append((name, value))
+
+
 @pytest.fixture
-def irmech_verdict(request: pytest.FixtureRequest, record_property: Callable) -> Callable[[Verdict], Verdict]:
+def irmech_verdict(request: pytest.FixtureRequest) -> Callable[[Verdict], Verdict]:
     """Record a verdict (report, JSON, JUnit properties) and pass, fail or skip the test by it."""
 
     def check(verdict: Verdict) -> Verdict:
         _record(request, verdict)
-        record_property("irmech_property", verdict.property)
-        record_property("irmech_model", verdict.model)
-        record_property("irmech_value", verdict.value)
-        record_property("irmech_threshold", verdict.threshold)
+        if not _junit_xunit2(request.config):  # xunit2 has no per-test properties: see _junit_properties
+            for key, value in _junit_fields(verdict).items():
+                _record_property(request, f"irmech_{key}", value)
         if verdict.outcome is Outcome.NOT_APPLICABLE:
             pytest.skip(verdict.message())
         if verdict.outcome is not Outcome.PASSED:
@@ -236,21 +376,30 @@ def irmech_verdict(request: pytest.FixtureRequest, record_property: Callable) ->
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, Any, Any]:
-    """A property test that raised before reaching a verdict shows in the report as an error, or as failed
-    when the model's score did not respond to the probe's edits (``patching.NoEffectError``)."""
+    """A property test that raised before reaching a verdict shows in the report as an error."""
     report = yield
     marker = _property_marker(item)
+    load_failed = call.excinfo is not None and isinstance(call.excinfo.value, ModelLoadError)
+    if load_failed:
+        report.longrepr = str(call.excinfo.value)  # one line per test; the cause once, in the summary
     if marker is not None and report.failed and ITEM_VERDICT_KEY not in item.stash:
+        params = getattr(getattr(item, "callspec", None), "params", {})
         model = item.funcargs.get("ranker") if hasattr(item, "funcargs") else None
-        name = model.name if model is not None else getattr(getattr(item, "callspec", None), "id", item.name)
-        message = str(call.excinfo.value) if call.excinfo is not None else report.longreprtext
-        # A model whose score the probe's edits do not move fails the property: nothing to attribute.
-        no_effect = call.excinfo is not None and isinstance(call.excinfo.value, NoEffectError)
-        outcome = Outcome.FAILED if no_effect else Outcome.ERROR
-        verdict = Verdict(marker.args[0], name, None, None, reason=message[:2000], outcome=outcome)
+        # The model's name, as its other verdicts carry it: never the parametrisation id ("...-LNC1").
+        name = model.name if model is not None else model_name(params["ranker"]) if "ranker" in params else item.name
+        if load_failed:
+            message = f"could not be loaded: {item.config.stash[LOAD_FAILURES_KEY][params['ranker']]}"
+        else:
+            message = str(call.excinfo.value) if call.excinfo is not None else report.longreprtext
+        verdict = Verdict(marker.args[0], name, None, None, reason=message[:2000], outcome=Outcome.ERROR)
         item.config.stash[VERDICTS_KEY].append(verdict)
         item.stash[ITEM_VERDICT_KEY] = verdict
     return report
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Count the property tests selected to run: a run is complete when each of them left a verdict."""
+    session.config.stash[SELECTED_KEY] = sum(1 for item in session.items if _property_marker(item) is not None)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -259,6 +408,28 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     data = json.loads(getattr(node, "workeroutput", {}).get(WORKER_OUTPUT, "{}"))
     node.config.stash[VERDICTS_KEY].extend(Verdict.from_dict(v) for v in data.get("verdicts", []))
     node.config.stash[IDENTITIES_KEY].update(data.get("identities", {}))
+    node.config.stash[LOAD_FAILURES_KEY].update(data.get("load_failures", {}))
+    if error is not None:
+        node.config.stash.setdefault(CRASHED_KEY, []).append(str(getattr(node, "gateway", node)))
+    # Every worker collects every test; a worker that went down without output leaves the count short.
+    selected = data.get("selected", 0)
+    node.config.stash[SELECTED_KEY] = max(node.config.stash.get(SELECTED_KEY, 0), selected)
+
+
+def _incomplete(session: pytest.Session, exitstatus: int) -> str:
+    """Why the run's verdicts are not the full set of the selected properties ("" when they are)."""
+    config = session.config
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        return "interrupted"
+    if session.shouldfail or session.shouldstop:
+        return f"stopped early ({session.shouldfail or session.shouldstop})"
+    crashed = config.stash.get(CRASHED_KEY, [])
+    if crashed:
+        return f"xdist worker(s) {', '.join(crashed)} went down"
+    selected, measured = config.stash.get(SELECTED_KEY, 0), len(config.stash[VERDICTS_KEY])
+    if measured < selected:
+        return f"{measured} of {selected} selected properties produced a verdict"
+    return ""
 
 
 def _conclude(config: pytest.Config) -> RunResult:
@@ -273,6 +444,12 @@ def _conclude(config: pytest.Config) -> RunResult:
         baseline = config.stash[BASELINE_KEY]
         if baseline is not None and verdicts:
             result.comparisons = fingerprint.compare(baseline, result.fingerprint)
+        required = config.stash[CONFIG_KEY].required
+        result.required_failed = [
+            f"[{v.model}] {v.property}: {v.outcome.value}"
+            for v in verdicts
+            if v.property in required and v.outcome in (Outcome.FAILED, Outcome.ERROR)
+        ]
         config.stash[RESULT_KEY] = result
     return config.stash[RESULT_KEY]
 
@@ -286,47 +463,114 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, Any]:
     return outcome
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    config = session.config
-    if _is_worker(config):
-        identities = config.stash[IDENTITIES_KEY]
-        verdicts = [jsonable(v.to_dict()) for v in config.stash[VERDICTS_KEY]]
-        config.workeroutput[WORKER_OUTPUT] = json.dumps({"verdicts": verdicts, "identities": identities})
-        return
-    result = _conclude(config)
+def _write_outputs(config: pytest.Config, result: RunResult) -> None:
+    """JSON, baseline and report; from an incomplete run as ``*.partial.*`` beside the targets, and no baseline."""
     verdicts = config.stash[VERDICTS_KEY]
-    json_path = config.getoption("irmech_json", None)
-    if json_path:
-        data = {"verdicts": [jsonable(v.to_dict()) for v in verdicts]}
-        Path(json_path).write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    save_path = config.getoption("irmech_save_baseline", None)
-    if save_path and verdicts:
-        fingerprint.save(Path(save_path), result.fingerprint)
-    report_path = config.getoption("irmech_report", None)
-    if report_path:
+    status = {"complete": not result.incomplete, "incomplete": result.incomplete}
+
+    def target(option: str) -> Path | None:
+        value = config.getoption(option, None)
+        if not value:
+            return None
+        return partial_path(Path(value)) if result.incomplete else Path(value)
+
+    if path := target("irmech_json"):
+        data = {**status, "verdicts": [jsonable(v.to_dict()) for v in verdicts]}
+        result.written.append(f"JSON verdicts: {write_atomic(path, json.dumps(data, indent=2, sort_keys=True))}")
+    if save := config.getoption("irmech_save_baseline", None):
+        unmeasured = [f"[{v.model}] {v.property}" for v in verdicts if v.outcome is Outcome.ERROR]
+        if result.incomplete or unmeasured or not verdicts:
+            why = result.incomplete or "no verdicts"
+            if unmeasured:
+                more = f" and {len(unmeasured) - 3} more" if len(unmeasured) > 3 else ""
+                why = f"{len(unmeasured)} properties could not run: {', '.join(unmeasured[:3])}{more}"
+            result.withheld.append(f"baseline NOT saved to {save}: the run is incomplete ({why})")
+        else:
+            result.written.append(f"baseline saved: {fingerprint.save(Path(save), result.fingerprint)}")
+    if path := target("irmech_report"):
         from irmechtest.report import write_html
 
         write_html(
-            Path(report_path),
+            path,
             verdicts,
             fingerprint=result.fingerprint,
             comparisons=result.comparisons,
             baseline=config.getoption("irmech_baseline") or "",
+            incomplete=result.incomplete,
         )
+        result.written.append(f"HTML report: {path}")
+    if result.incomplete and result.written:
+        result.withheld.append("existing complete outputs were left as they were; the partial ones are marked")
+
+
+def _junit_properties(config: pytest.Config, verdicts: list[Verdict]) -> None:
+    """Under xunit2 every verdict goes to the test suite's properties (valid there; test cases may have none)."""
+    if _junit_xunit2(config):
+        xml = config.stash[xml_key]
+        for v in verdicts:
+            for key, value in _junit_fields(v).items():
+                if key not in ("model", "property"):
+                    xml.add_global_property(f"irmech[{v.model}][{v.property}].{key}", value)
+
+
+def _exit_status(session: pytest.Session, result: RunResult) -> int:
+    """Our exit codes on top of pytest's (docs/configuration.md): a model that could not load is not a failed
+    property, and in gate mode only drift and required properties fail; pytest's own 2-5 stand."""
+    status = session.exitstatus
+    if status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        return status
+    if session.config.stash[LOAD_FAILURES_KEY]:
+        return ExitCode.MODEL_NOT_LOADED
+    if session.config.getoption("irmech_gate") != "baseline":
+        return status
+    if result.incomplete:
+        return ExitCode.INCOMPLETE
+    if fingerprint.failed(result.comparisons) or result.required_failed:
+        return pytest.ExitCode.TESTS_FAILED  # a regression found stands, whether or not another property raised
+    errors = any(v.outcome is Outcome.ERROR for v in session.config.stash[VERDICTS_KEY])
+    return ExitCode.INCOMPLETE if errors else pytest.ExitCode.OK
+
+
+@pytest.hookimpl(tryfirst=True)  # before junitxml writes its file
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if _is_worker(config):
+        output = {
+            "verdicts": [jsonable(v.to_dict()) for v in config.stash[VERDICTS_KEY]],
+            "identities": config.stash[IDENTITIES_KEY],
+            "load_failures": config.stash[LOAD_FAILURES_KEY],
+            "selected": config.stash.get(SELECTED_KEY, 0),
+        }
+        config.workeroutput[WORKER_OUTPUT] = json.dumps(output)
+        return
+    result = _conclude(config)
+    result.incomplete = _incomplete(session, exitstatus)
+    _write_outputs(config, result)
+    _junit_properties(config, config.stash[VERDICTS_KEY])
+    session.exitstatus = _exit_status(session, result)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    verdicts = config.stash.get(VERDICTS_KEY, [])
-    if not verdicts or _is_worker(config):
+    if _is_worker(config):
         return
-    terminalreporter.section("irmechtest verdicts")
-    width = max(len(v.property) for v in verdicts)
-    for v in verdicts:
-        value = "" if v.value is None else f"{v.value:.4g} (needs {v.comparison} {v.threshold:.4g})"
-        if note := v.qualifier():
-            value += f", {note}"
-        terminalreporter.write_line(f"{v.outcome.value:>14}  {v.property:<{width}}  {v.model}  {value}")
-    comparisons = _conclude(config).comparisons
+    verdicts = config.stash.get(VERDICTS_KEY, [])
+    failures = config.stash.get(LOAD_FAILURES_KEY, {})
+    if failures:
+        terminalreporter.section("irmechtest: models that could not be loaded", red=True)
+        for spec, cause in failures.items():
+            n = sum(1 for v in verdicts if v.model == model_name(spec) and v.outcome is Outcome.ERROR)
+            terminalreporter.write_line(f"{spec}: {cause}", red=True, bold=True)
+            terminalreporter.write_line(f"  {n} properties recorded as errors; exit code {ExitCode.MODEL_NOT_LOADED}")
+    if verdicts:
+        terminalreporter.section("irmechtest verdicts")
+        width = max(len(v.property) for v in verdicts)
+        for v in verdicts:
+            text = ", ".join(t for t in (v.value_text(), v.qualifier()) if t)
+            terminalreporter.write_line(f"{v.outcome.value:>14}  {v.property:<{width}}  {v.model}  {text}")
+    if RESULT_KEY not in config.stash:
+        return
+    result = config.stash[RESULT_KEY]
+    comparisons = result.comparisons
     if comparisons:
         head, *lines = fingerprint.summary(comparisons, config.getoption("irmech_baseline"))
         failed = fingerprint.failed(comparisons)
@@ -341,7 +585,24 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                 "irmechtest::baseline-gate", ("irmechtest", None, "baseline gate"), {}, "failed", head, "call"
             )
             terminalreporter.stats.setdefault(GATE_FAILED, []).append(gate)
-    for option, what in (("irmech_report", "HTML report"), ("irmech_save_baseline", "baseline saved")):
-        path = config.getoption(option, None)
-        if path:
-            terminalreporter.write_line(f"{what}: {Path(path).resolve()}")
+    if config.getoption("irmech_gate") == "baseline":
+        _gate_mode_summary(terminalreporter, config, result)
+    if result.incomplete and (verdicts or result.withheld):
+        terminalreporter.write_line(f"irmechtest: run incomplete: {result.incomplete}", yellow=True, bold=True)
+    for line in result.written:
+        terminalreporter.write_line(line)
+    for line in result.withheld:
+        terminalreporter.write_line(line, yellow=True)
+
+
+def _gate_mode_summary(terminalreporter: Any, config: pytest.Config, result: RunResult) -> None:
+    """What the exit status of ``--irmech-gate=baseline`` was decided by."""
+    verdicts = config.stash[VERDICTS_KEY]
+    measured = sum(1 for v in verdicts if v.outcome is Outcome.FAILED)
+    terminalreporter.section("irmechtest gate (--irmech-gate=baseline)")
+    for line in result.required_failed:
+        terminalreporter.write_line(f"required property not passed: {line}", red=True)
+    terminalreporter.write_line(
+        f"the exit status reflects the baseline gate and required properties only; {measured} measured failure(s) "
+        "are findings, not regressions"
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from irmechtest.fingerprint import Comparison, summary
+from irmechtest.outputs import write_atomic
 from irmechtest.verdicts import Evidence, Outcome, Verdict, jsonable
 
 _COLOURS = {
@@ -56,13 +57,11 @@ def _anchor(verdict: Verdict) -> str:
 
 
 def _value_text(verdict: Verdict) -> str:
-    """A matrix cell's second line: the value against the threshold, or why there is none (shortened)."""
+    """A matrix cell's second line: the value, what it is and what it needs, or why there is none (shortened)."""
     if verdict.value is None:
         reason = verdict.reason or verdict.outcome.value
         return reason if len(reason) <= 40 else reason[:39] + "\u2026"
-    text = f"{_fmt(verdict.value)} {verdict.comparison} {_fmt(verdict.threshold)}"
-    note = verdict.qualifier()
-    return f"{text}, {note}" if note else text
+    return ", ".join(text for text in (verdict.value_text(), verdict.qualifier()) if text)
 
 
 def _table(columns: Sequence[Any], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
@@ -226,8 +225,12 @@ def render_html(
     comparisons: Sequence[Comparison] = (),
     baseline: str = "",
     title: str = "irmechtest compliance report",
+    incomplete: str = "",
 ) -> str:
-    """The report as one HTML string: matrix, baseline gate, one section per verdict, environment."""
+    """The report as one HTML string: matrix, baseline gate, one section per verdict, environment.
+
+    ``incomplete`` says why the run did not finish ("" when it did); the report then says so at its top.
+    """
     models = list(dict.fromkeys(v.model for v in verdicts))
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = '<a href="#matrix">matrix</a> · <a href="#verdicts">verdicts</a>'
@@ -236,6 +239,7 @@ def render_html(
     return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_esc(title)}</title>"
         f"<style>{_STYLE}</style></head><body><h1>{_esc(title)}</h1>"
+        f"{_incomplete_banner(incomplete, len(verdicts)) if incomplete else ''}"
         f'<p>{len(verdicts)} verdicts on {len(models)} model(s), <span id="generated">{when}</span></p><p>{nav}</p>'
         f"{_matrix(verdicts, comparisons)}"
         f"{_gate(comparisons, baseline) if comparisons else ''}"
@@ -244,7 +248,13 @@ def render_html(
     )
 
 
+def _incomplete_banner(reason: str, n: int) -> str:
+    return (
+        f'<p id="incomplete" class="drift">PARTIAL REPORT: the run did not complete ({_esc(reason)}); it holds the '
+        f"{n} verdicts reached before it stopped, and the properties it lacks were not measured.</p>"
+    )
+
+
 def write_html(path: Path, verdicts: Sequence[Verdict], **kwargs: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(verdicts, **kwargs), encoding="utf-8")
-    return path
+    """Write the report atomically: an interrupted write leaves the previous report as it was."""
+    return write_atomic(path, render_html(verdicts, **kwargs))

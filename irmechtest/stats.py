@@ -120,6 +120,37 @@ class Compliance:
     not_applicable: int = 0  # the axiom's precondition does not hold (counted apart from failures)
     rejected: dict[str, int] = field(default_factory=dict)  # pairs that could not be built, by reason
     worst: dict[str, Any] | None = None  # the most violating pair, None when nothing violates
+    # Set when the effects are contrasts with a neutral control edit (compliance.measure with controls):
+    controlled: bool = False
+    contrast_ci_low: float | None = None  # bootstrap interval of the mean contrast (mean_effect)
+    contrast_ci_high: float | None = None
+    mean_control_effect: float | None = None  # mean score change of the neutral control edit itself
+    tie_band_source: str = ""
+    twin_contrast: float | None = None  # a random-init twin's mean contrast, subtracted per pair when set
+
+    @property
+    def contrast_holds(self) -> bool | None:
+        """Whether the mean contrast's interval lies on the direction's side of 0 (None if not controlled)."""
+        if not self.controlled or self.contrast_ci_low is None or self.contrast_ci_high is None:
+            return None
+        return self._beyond(self.contrast_ci_low, self.contrast_ci_high)
+
+    def _beyond(self, low: float, high: float) -> bool:
+        """Whether an interval lies on the direction's side of 0 (contains 0, for ``neutral``)."""
+        favoured = self.direction.favoured
+        if favoured == "pos":
+            return low > 0
+        if favoured == "neg":
+            return high < 0
+        return low <= 0 <= high
+
+    shortened: int = 0  # scored pairs whose document lost words from its end to fit the model
+
+    def adaptations(self) -> dict[str, int]:
+        """Every change to the data behind the rate, counted, for the verdict (``details["adaptations"]``)."""
+        counts = {"documents shortened to fit": self.shortened}
+        counts.update({f"pairs rejected ({reason})": n for reason, n in sorted(self.rejected.items())})
+        return {what: n for what, n in counts.items() if n}
 
     @property
     def violations(self) -> int:
@@ -130,13 +161,30 @@ class Compliance:
         rejected = sum(self.rejected.values())
         if self.rate is None:
             return f"{self.axiom}: no applicable pair ({self.not_applicable} n/a, {rejected} rejected)"
+        if not self.controlled:
+            return (
+                f"{self.axiom}: {self.rate:.1%} of {self.n} pairs {self.direction.value} "
+                f"({self.confidence:.0%} CI {self.ci_low:.1%}-{self.ci_high:.1%}; "
+                f"pos/neg/tie {self.pos}/{self.neg}/{self.ties}, tie band {self.tie_band:.3g}; "
+                f"sign test p={self.p_value:.3g}; mean effect {self.mean_effect:+.4g}; "
+                f"{self.not_applicable} not applicable; {rejected} rejected)"
+            )
         return (
-            f"{self.axiom}: {self.rate:.1%} of {self.n} pairs {self.direction.value} "
-            f"({self.confidence:.0%} CI {self.ci_low:.1%}-{self.ci_high:.1%}; "
-            f"pos/neg/tie {self.pos}/{self.neg}/{self.ties}, tie band {self.tie_band:.3g}; "
-            f"sign test p={self.p_value:.3g}; mean effect {self.mean_effect:+.4g}; "
-            f"{self.not_applicable} not applicable; {rejected} rejected)"
+            f"{self.axiom} against its neutral control: {self.rate:.1%} of {self.n} pairs "
+            f"{self.direction.value} beyond the tie band ({self.confidence:.0%} CI {self.ci_low:.1%}-"
+            f"{self.ci_high:.1%}; pos/neg/tie {self.pos}/{self.neg}/{self.ties}, tie band {self.tie_band:.3g} "
+            f"{self.tie_band_source}); paired contrast (axiom minus control"
+            f"{' minus twin' if self.twin_contrast is not None else ''}) {self.mean_effect:+.4g}, "
+            f"{self.confidence:.0%} bootstrap CI [{self.contrast_ci_low:+.4g}, {self.contrast_ci_high:+.4g}]"
+            f"{'' if self._beyond(self.contrast_ci_low, self.contrast_ci_high) else ' (not beyond 0)'}; control alone "
+            f"{self.mean_control_effect:+.4g}; {self.not_applicable} not applicable; {rejected} rejected)"
+            + self._twin_summary()
         )
+
+    def _twin_summary(self) -> str:
+        if self.twin_contrast is None:
+            return ""
+        return f"; net of a random-init twin's contrast ({self.twin_contrast:+.4g}, subtracted per pair)"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -154,6 +202,7 @@ def compliance(
     examples: Sequence[Mapping[str, Any]] | None = None,
     not_applicable: int = 0,
     rejected: Mapping[str, int] | None = None,
+    shortened: int = 0,
     confidence: float = 0.95,
 ) -> Compliance:
     """Summarise score changes (perturbed minus baseline, one per applicable pair) against a direction.
@@ -196,7 +245,21 @@ def compliance(
         not_applicable=not_applicable,
         rejected=dict(rejected or {}),
         worst=_worst(values, classes, direction, examples),
+        shortened=shortened,
     )
+
+
+def bootstrap_mean_interval(
+    values: Sequence[float] | np.ndarray, *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean (resampling the values with replacement)."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 0:
+        raise ValueError("a bootstrap interval needs at least one value")
+    draws = np.random.default_rng(seed).integers(0, data.size, size=(resamples, data.size))
+    means = data[draws].mean(axis=1)
+    tail = (1 - confidence) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
 def violation(effect: float, direction: Direction | str, tie_band: float) -> float:

@@ -18,9 +18,18 @@ from hypothesis import HealthCheck, Phase, assume, find, given, settings, target
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from irmechtest.axioms import STOPWORDS, Axiom, AxiomContext, NotApplicable, get_axiom
+from irmechtest.axioms import STOPWORDS, Axiom, AxiomContext, NotApplicable, get_axiom, query_terms
 from irmechtest.compliance import measure
-from irmechtest.datasets import load_pairs, words
+from irmechtest.datasets import (
+    MIN_IDF_COVERAGE,
+    corpus_idf,
+    embedding_neighbours,
+    load_idf,
+    load_pairs,
+    vocabulary_coverage,
+    word_idf,
+    words,
+)
 from irmechtest.pairs import AxiomCase, PairBuilder, PairRejected, PairSet
 from irmechtest.stats import violation
 
@@ -41,6 +50,23 @@ def default_vocabulary(size: int = 400) -> tuple[str, ...]:
         text = pair.query + " " + pair.text
         counts.update(w for w in words(text) if w.isalpha() and len(w) >= 3 and w not in STOPWORDS)
     return tuple(w for w, _ in counts.most_common(size))
+
+
+def ranker_context(ranker: Any) -> tuple[AxiomContext, float]:
+    """What TDC, M-TDC and STMC1 need from a model, and the IDF table's coverage of its vocabulary: IDF for
+    its vocabulary (word-level IDF of the shipped sample when the shipped table covers under half of it) and
+    neighbours in its own input-embedding space, for the sample's query terms and :func:`default_vocabulary`."""
+    pairs = load_pairs()
+    table = load_idf()
+    coverage = vocabulary_coverage(table, ranker.tokenizer)
+    idf = (
+        word_idf(table, ranker.tokenizer)
+        if coverage >= MIN_IDF_COVERAGE
+        else word_idf(corpus_idf(p.text for p in pairs))
+    )
+    terms = {t for p in pairs for t in query_terms(p.query)} | set(default_vocabulary())
+    neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().float().cpu().numpy(), terms)
+    return AxiomContext(idf=idf, neighbours=neighbours), coverage
 
 
 @dataclass(frozen=True)

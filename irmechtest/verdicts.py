@@ -56,6 +56,9 @@ class Verdict:
     evidence: list[Evidence] = field(default_factory=list)
     reason: str = ""
     outcome: Outcome | None = None
+    # What the value is ("|r|", "compliance rate", "p-value", "heads found"): the plugin fills it from the
+    # ``irmech_property`` marker's ``quantity``, so a reader never has to guess what 0.43 measures.
+    quantity: str = ""
 
     def __post_init__(self) -> None:
         if self.comparison not in _COMPARATORS:
@@ -98,15 +101,34 @@ class Verdict:
             return False
         return interval[0] <= self.threshold <= interval[1]
 
+    def value_text(self) -> str:
+        """The value, what it is, and what the property requires, e.g. "|r| 0.4316, needs >= 0.5" ("" when
+        nothing was measured). Worded as a requirement, so a failed value never reads as if the comparison held."""
+        if self.value is None or self.threshold is None:
+            return ""
+        value = "nan" if math.isnan(self.value) else f"{self.value:.4g}"
+        name = f"{self.quantity} " if self.quantity else ""
+        return f"{name}{value}, needs {self.comparison} {self.threshold:.4g}"
+
+    def adaptations(self) -> dict[str, int]:
+        """How the measurement adapted its data, counted (``details["adaptations"]``, e.g. documents shortened to
+        fit the model, pairs rejected by reason); only non-zero counts."""
+        counts = self.details.get("adaptations") or {}
+        return {str(what): int(n) for what, n in counts.items() if n}
+
     def qualifier(self) -> str:
         """What "value against threshold" leaves out, in a few words for a summary line or matrix cell ("" when
-        nothing): a further condition that failed, or a threshold within the value's sampling error."""
+        nothing): a further condition that failed, a threshold within the value's sampling error, and every
+        adaptation of the data the value was measured on."""
         interval = self.interval()
+        notes = []
         if self.other_condition_failed:
-            return "a further condition failed (see its summary)"
-        if self.undecided and interval is not None:
-            return f"threshold inside the CI [{interval[0]:.4g}, {interval[1]:.4g}]"
-        return ""
+            notes.append("a further condition failed (see its summary)")
+        elif self.undecided and interval is not None:
+            notes.append(f"threshold inside the CI [{interval[0]:.4g}, {interval[1]:.4g}]")
+        if adaptations := self.adaptations():
+            notes.append("data adapted: " + ", ".join(f"{n} {what}" for what, n in adaptations.items()))
+        return "; ".join(notes)
 
     def interval_note(self) -> str:
         """One line saying that the verdict is within sampling error of its threshold, or ""."""
@@ -125,12 +147,15 @@ class Verdict:
         head = f"[{self.model}] {self.property}: {self.outcome.value}"
         if self.outcome is Outcome.NOT_APPLICABLE or self.value is None or self.threshold is None:
             return f"{head} ({self.reason})"  # not applicable, or an error before anything was measured
-        value = "nan" if self.value is None else f"{self.value:.4g}"
-        text = f"{head}: value {value}, required {self.comparison} {self.threshold:.4g}"
+        value = "nan" if math.isnan(self.value) else f"{self.value:.4g}"
+        name = f" ({self.quantity})" if self.quantity else ""
+        text = f"{head}: value {value}{name}, required {self.comparison} {self.threshold:.4g}"
         if self.summary:
             text += f"\n{self.summary}"
         if self.undecided:
             text += f"\n{self.interval_note()}"
+        if adaptations := self.adaptations():
+            text += "\ndata adapted: " + ", ".join(f"{n} {what}" for what, n in adaptations.items())
         return text
 
     def to_dict(self) -> dict[str, Any]:

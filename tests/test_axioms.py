@@ -10,6 +10,7 @@ import pytest
 from irmechtest import axioms as axioms_module
 from irmechtest.axioms import (
     BUILTIN_AXIOMS,
+    CONTROLLED_SOURCE,
     FILLER,
     Axiom,
     AxiomContext,
@@ -56,7 +57,7 @@ def test_builtin_catalogue_and_directions() -> None:
         ax = get_axiom(name)
         assert ax.direction is direction
         assert ax.description and 0 <= ax.threshold <= 1 and ax.threshold_source
-    assert get_axiom("TFC1").threshold == 0.61 and "Camara" in get_axiom("TFC1").threshold_source
+    assert get_axiom("TFC1").threshold == 0.5 and get_axiom("TFC1").threshold_source == CONTROLLED_SOURCE
     assert {get_axiom(n).baseline for n in ("LNC1", "LNC2", "control")} == {"original"}
     with pytest.raises(KeyError, match="registered"):
         get_axiom("TFC9")

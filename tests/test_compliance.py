@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,13 +12,16 @@ from irmechtest.axioms import BUILTIN_AXIOMS, AxiomContext, get_axiom, query_ter
 from irmechtest.compliance import (
     CachedScorer,
     LexicalScorer,
+    NeutralWords,
+    build_controls,
     calibrate,
     case_deltas,
     measure,
     measure_axiom,
     to_verdict,
+    wants_twin,
 )
-from irmechtest.datasets import QueryDocPair, load_idf, load_pairs, word_idf
+from irmechtest.datasets import QueryDocPair, load_idf, load_pairs, word_idf, words
 from irmechtest.pairs import FILLER_CANDIDATES, build_pairs
 from irmechtest.stats import calibrate_tie_band
 from irmechtest.strategies import default_vocabulary
@@ -188,3 +192,87 @@ def test_a_failure_on_a_further_condition_is_told_apart_from_a_low_value() -> No
     specificity = Verdict("tfc1-stmc1-maps", "m", 0.87, 0.8, outcome=Outcome.FAILED)
     assert specificity.other_condition_failed
     assert not Verdict("tfc1-stmc1-maps", "m", 0.5, 0.8).other_condition_failed
+
+
+def test_neutral_controls_edit_the_same_slot_with_unrelated_words_of_equal_token_length(tokenizer, judged) -> None:
+    """Per case, the control differs from the axiom's pair only in the words put in the slot: same document,
+    same term choice replaced, same token span; the words have no relation to the query (nor to its
+    documents) and the two controls are two different draws."""
+    ax = get_axiom("TDC")
+    idf = word_idf(load_idf(), tokenizer)
+    build = dict(kind="cross-encoder", context=AxiomContext(idf=idf))
+    pair_set = build_pairs(tokenizer, ax, judged, **build)
+    neutral = NeutralWords(tokenizer, judged)
+    first, second = build_controls(tokenizer, ax, judged, neutral, **build)
+    related = {p.query: set() for p in judged}
+    for p in judged:
+        related[p.query] |= set(words(p.text)) | set(words(p.query))
+    controls = {(c.qid, c.docno): (c, d) for c, d in zip(first.cases, second.cases, strict=True)}
+    assert len(controls) == len(pair_set.cases) >= 20, (pair_set.summary(), first.summary())
+    draws_differ = 0
+    for case in pair_set.cases:
+        one, two = controls[case.qid, case.docno]
+        step, control = case.steps[0], one.steps[0]
+        assert control.document == step.document and control.slot == step.slot
+        assert len(control.perturbed_ids) == len(step.perturbed_ids)
+        assert control.baseline_ids != step.baseline_ids  # the low-IDF term is replaced too
+        inserted = {w for w in (*control.perturbed_words, *control.baseline_words) if w != control.filler}
+        assert inserted and not inserted & related[case.query]
+        draws_differ += one.steps[0].perturbed_words != two.steps[0].perturbed_words
+    assert draws_differ >= 0.9 * len(pair_set.cases)
+
+
+def test_a_scorer_that_rewards_any_word_over_filler_fails_tfc1_against_its_control(tokenizer, judged) -> None:
+    """The defect the controls fix: a scorer that rises for any word that is not filler satisfies the bare
+    TFC1 rate (query term against filler padding) on every pair, and has a contrast of exactly 0 with a
+    neutral word in the same slot."""
+    fillers = set(FILLER_CANDIDATES)
+    any_word = SimpleNamespace(
+        score=lambda qs, ds: np.array([sum(w not in fillers for w in words(d)) for d in ds], dtype=float),
+        tokenizer=tokenizer,
+        kind="cross-encoder",
+        max_length=256,
+    )
+    bare = measure(any_word, build_pairs(tokenizer, "TFC1", judged, kind="cross-encoder"), tie_band=0.0)
+    assert bare.rate == 1.0
+    result, _ = measure_axiom(any_word, "TFC1", judged, tie_band="control")
+    assert result.controlled and result.n >= 100 and result.rejected == {}
+    assert (result.rate, result.mean_effect, result.tie_band) == (0.0, 0.0, 0.0)
+    assert result.mean_control_effect == 1.0  # the neutral word alone "raises" the score as much
+    verdict = to_verdict(result, "any-word", get_axiom("TFC1").threshold)
+    assert verdict.outcome is Outcome.FAILED and "not beyond 0" in verdict.summary
+
+
+def test_a_rate_with_a_contrast_interval_at_zero_fails(tokenizer, judged) -> None:
+    """The further condition on its own: the same compliance counts pass or fail with the contrast's interval."""
+    bm25 = SimpleNamespace(score=LexicalScorer(word_idf(load_idf(), tokenizer)).score, tokenizer=tokenizer)
+    result, _ = measure_axiom(bm25, "TFC1", judged, tie_band="control", kind="cross-encoder")
+    assert result.contrast_holds and to_verdict(result, "bm25", 0.5).passed
+    straddling = replace(result, contrast_ci_low=-0.1)
+    assert straddling.contrast_holds is False
+    assert to_verdict(straddling, "bm25", 0.5).outcome is Outcome.FAILED
+
+
+def test_wants_twin() -> None:
+    assert wants_twin("auto", "bi-encoder") and not wants_twin("auto", "cross-encoder")
+    assert wants_twin("always", "cross-encoder") and not wants_twin("never", "bi-encoder")
+    with pytest.raises(ValueError, match="random_twin must be one of"):
+        wants_twin("sometimes", "bi-encoder")
+
+
+def test_documents_shortened_to_fit_are_counted_in_the_verdict(minilm, tmp_path) -> None:
+    """Issue 14 case 7: 20 documents of 5,000 words passed TFC1 with no mention of their shortening. Real
+    queries and passages (repeated to ~5,000 words), so the neutral controls find unrelated words."""
+    judged = load_pairs(limit=20, seed=0)
+    rows = "".join(
+        f"{p.qid}\t{p.docno}\t{p.query}\t{' '.join([p.text] * (5000 // len(p.text.split()) + 1))}\t\t1\n"
+        for p in judged
+    )
+    path = tmp_path / "long.tsv"
+    path.write_text("qid\tdocno\tquery\ttext\tperturbed_text\trelevance\n" + rows)
+    result, pair_set = measure_axiom(minilm, "TFC1", str(path), tie_band=0.0)
+    assert pair_set.shortened == len(pair_set.cases) == 20
+    assert result.shortened == 20 and result.n >= 15, result.rejected
+    verdict = to_verdict(result, minilm.name, 0.9, property="tfc1")
+    assert verdict.adaptations()["documents shortened to fit"] == 20
+    assert "data adapted: 20 documents shortened to fit" in verdict.qualifier()

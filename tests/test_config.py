@@ -91,3 +91,41 @@ def test_files(tmp_path):
     )
     config = load_configuration(tmp_path / "ok.toml", required=True)
     assert (config.profile, config.settings("tfc1")["seed"], config.settings("tfc1")["n_pairs"]) == ("full", 3, 400)
+
+
+def test_relative_pair_files_resolve_against_the_configuration_file(tmp_path, monkeypatch):
+    """Issue 14 case 10: a relative ``pairs`` path resolved against the working directory, not the file."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "pairs.tsv").write_text("qid\tdocno\tquery\ttext\nq\td\tcats\tcats purr\n")
+    (project / "pyproject.toml").write_text('[tool.irmechtest.properties.tfc1]\npairs = "data/pairs.tsv"\n')
+    monkeypatch.chdir(tmp_path)  # pytest started elsewhere, e.g. from a parent folder with --irmech-config
+    config = load_configuration(project / "pyproject.toml", required=True)
+    assert config.settings("tfc1")["pairs"] == str(project.resolve() / "data" / "pairs.tsv")
+    (project / "pyproject.toml").write_text('[tool.irmechtest.properties.tfc1]\npairs = "data/missing.tsv"\n')
+    with pytest.raises(ConfigError, match=r"pairs file 'data/missing.tsv' not found \(looked at .*project/data"):
+        load_configuration(project / "pyproject.toml", required=True)
+
+
+def test_per_model_keys_must_match_a_model_of_the_run():
+    """Issue 14 case 6: a mistyped model key silently dropped its per-model threshold."""
+    config = parse_configuration(
+        {"models": {"org/modle": {"properties": {"tfc1": {"threshold": 0.7}}}}}, "/repo/pyproject.toml"
+    )
+    with pytest.raises(ConfigError) as error:
+        config.check_models({"org/model": "org/model"})
+    assert str(error.value) == (
+        '/repo/pyproject.toml: [tool.irmechtest.models."org/modle"] matches no --model of this run '
+        "(models: org/model); did you mean 'org/model'?"
+    )
+    config.check_models({"org/model": "org/model", "org/modle": "org/modle"})
+    # The loaded ranker's name counts too: the alias "minilm" loads as all-MiniLM-L6-v2.
+    parse_configuration({"models": {"all-MiniLM-L6-v2": {}}}, "p").check_models({"minilm": "all-MiniLM-L6-v2"})
+
+
+def test_required_properties_are_known_names():
+    assert parse_configuration({"required": ["tfc1"]}, "p").required == ("tfc1",)
+    with pytest.raises(ConfigError, match="required: unknown property 'tfc9'"):
+        parse_configuration({"required": ["tfc9"]}, "p")
+    with pytest.raises(ConfigError, match="required must be a list of property names"):
+        parse_configuration({"required": "tfc1"}, "p")

@@ -14,7 +14,6 @@ import pytest
 
 from irmechtest.axioms import query_terms
 from irmechtest.datasets import (
-    DEFAULT_IDF,
     DEFAULT_SOURCE,
     MIN_IDF_COVERAGE,
     DataFormatError,
@@ -26,11 +25,12 @@ from irmechtest.datasets import (
     load_idf,
     load_pairs,
     load_vaswani,
-    model_idf,
     registered_sources,
+    resolve_idf_source,
     sample_indices,
     shared_data_dir,
     split_sentences,
+    vocabulary_coverage,
     word_idf,
     words,
 )
@@ -114,6 +114,21 @@ def test_malformed_files_name_file_and_line(tmp_path: Path, content: str, messag
         load_pairs(str(path))
 
 
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path: Path) -> None:
+    """Issue 14 case 10: a BOM-prefixed TSV (spreadsheet export) made the header lack 'qid'."""
+    path = tmp_path / "bom.tsv"
+    path.write_bytes(("\ufeff" + HEADER + "q1\td1\tcats\tcats purr\t\t1\n").encode("utf-8"))
+    assert load_pairs(str(path)) == [QueryDocPair("q1", "d1", "cats", "cats purr", 1)]
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    """Issue 14 case 10: a Latin-1 TSV raised a raw UnicodeDecodeError."""
+    path = tmp_path / "latin1.tsv"
+    path.write_bytes((HEADER + "q1\td1\tcafé\tcafé au lait\t\t1\n").encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"latin1\.tsv:2: not UTF-8 \(byte 0xe9 at offset \d+\); re-save"):
+        load_pairs(str(path))
+
+
 def register_local_ir_dataset(tmp_path: Path, *, with_docs: bool = True) -> str:
     """An ir_datasets dataset backed by local files, so the ir_datasets code path runs offline."""
     import ir_datasets
@@ -183,32 +198,6 @@ def test_idf_vector_is_indexed_by_token_id(tokenizer) -> None:
     assert vector[cat] == load_idf()["cat"]
     partial = idf_vector(tokenizer, {"cat": 3.0})
     assert partial[cat] == 3.0 and np.isnan(partial).sum() == len(tokenizer) - 1
-
-
-def byte_level_bpe_tokenizer(texts: list[str]):
-    """A GPT-2 / RoBERTa-style byte-level BPE vocabulary ("Ġthe"), trained offline on ``texts``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<pad>"]))
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>")
-
-
-def test_model_idf_uses_the_table_only_for_its_own_vocabulary(tokenizer) -> None:
-    """The shipped WordPiece table serves bert-base-uncased; for another vocabulary IDF is computed in that
-    vocabulary from the shipped passages and the source says so, never a silently mismatched table."""
-    own = model_idf(tokenizer)
-    assert own.source == DEFAULT_IDF and own.table_coverage > 0.9
-    np.testing.assert_array_equal(own.values, idf_vector(tokenizer), strict=True)
-    passages = [p.text for p in load_pairs()]
-    bpe = byte_level_bpe_tokenizer(passages)
-    other = model_idf(bpe)
-    assert other.table_coverage < MIN_IDF_COVERAGE
-    assert "passages" in other.source and f"{other.table_coverage:.0%}" in other.source
-    the, rare = (bpe.get_vocab()[t] for t in ("Ġthe", "Ġwater"))
-    assert other.values[the] < other.values[rare], "a common token must get a lower IDF than a rare one"
 
 
 def test_corpus_idf_word_and_wordpiece_levels(tokenizer) -> None:
@@ -299,3 +288,24 @@ def test_vaswani_absent_or_malformed(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert shared_data_dir() == tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError):
         load_pairs("irmechtest:vaswani")
+
+
+def test_the_shipped_wordpiece_idf_is_never_applied_to_another_vocabulary(tokenizer) -> None:
+    """A BPE vocabulary (trained here on the shipped passages) gets IDF from a corpus in its own tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    texts = [p.text for p in load_pairs()]
+    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<unk>"]))
+    bpe = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    assert vocabulary_coverage(load_idf(), bpe) < MIN_IDF_COVERAGE < 0.9 < vocabulary_coverage(load_idf(), tokenizer)
+    assert resolve_idf_source(bpe) == "corpus:irmechtest:trec-dl-tfc1-sample"
+    assert resolve_idf_source(tokenizer) == "msmarco-wordpiece"  # the vocabulary the table was built on
+    vector = idf_vector(bpe)
+    the = bpe.convert_tokens_to_ids("the")
+    documents = set(texts)
+    df = sum("the" in bpe.convert_ids_to_tokens(bpe(d, add_special_tokens=False)["input_ids"]) for d in documents)
+    assert vector[the] == pytest.approx(bm25_idf(df, len(documents)))
+    assert vector[the] < np.nanmedian(vector), "a common token must get a lower IDF than most"

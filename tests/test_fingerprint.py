@@ -98,6 +98,26 @@ def test_saved_fingerprint_loads_back(tmp_path):
             '"properties": {"p": {"outcome": "passed", "value": "high"}}}}}',
             "models['m'].properties['p'].value: expected",
         ),
+        # Issue 14 case 2: without settings the comparison crashed after the whole run (KeyError: 'settings').
+        (
+            '{"schema": "irmechtest-fingerprint", "schema_version": 1, "models": {"m": {"identity": {}, '
+            '"properties": {"p": {"outcome": "passed", "value": 0.5, "comparison": ">=", "measured": {}}}}}}',
+            "models['m'].properties['p']: missing key 'settings'",
+        ),
+        (
+            '{"schema": "irmechtest-fingerprint", "schema_version": 1, "models": {"m": {"identity": {}, '
+            '"properties": {"p": {"outcome": "passed", "value": 0.5, "comparison": ">=", "measured": {}, '
+            '"settings": {"baseline_delta": "big"}}}}}}',
+            "models['m'].properties['p'].settings.baseline_delta: expected a number, got 'big'",
+        ),
+        ('{"schema": "irmechtest-fingerprint", "schema_version": 1, "models": {}}', "holds no models"),
+        (
+            '{"schema": "irmechtest-fingerprint", "schema_version": 1, "environment": [], "models": {}}',
+            ".environment: expected dict",
+        ),
+        # Issue 14 case 10: a newer baseline cannot be fixed by saving it again with this version.
+        ('{"schema": "irmechtest-fingerprint", "schema_version": 2}', "newer irmechtest: upgrade irmechtest"),
+        ('{"schema": "irmechtest-fingerprint", "schema_version": 0}', "save the baseline again"),
     ],
 )
 def test_malformed_baselines_are_refused_clearly(tmp_path, text, message):
@@ -106,3 +126,24 @@ def test_malformed_baselines_are_refused_clearly(tmp_path, text, message):
     with pytest.raises(FingerprintError) as error:
         fingerprint.load(path)
     assert str(error.value).startswith(str(path)) and message in str(error.value)
+
+
+def test_every_saved_fingerprint_passes_its_own_start_up_check(tmp_path):
+    """What the comparison reads, the check requires, and a saved fingerprint has it: the check refuses no real
+    baseline and the comparison meets no baseline it was not checked against."""
+    data = fp(rate(0.95, 0.9, 0.98), heads(0.8, ["1.2"]))
+    baseline = fingerprint.load(fingerprint.save(tmp_path / "b.json", data))
+    assert not fingerprint.failed(fingerprint.compare(baseline, data))
+
+
+def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = fingerprint.save(tmp_path / "b.json", fp(rate(0.95, 0.9, 0.98)))
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("irmechtest.outputs.os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fingerprint.save(path, fp(rate(0.5, 0.4, 0.6)))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["b.json"]

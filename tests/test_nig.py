@@ -7,10 +7,17 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from irmechtest.nig import (
+    BASELINES,
+    NEUTRAL_BAND,
     Attribution,
+    BaselineCheck,
     Reranker,
+    baseline_checks,
+    baseline_embeddings,
+    choose_baseline,
     conductance,
     fusion,
     intersection,
@@ -131,6 +138,19 @@ def test_completeness_error_shrinks_as_one_over_n_squared(which, planted, twin, 
     assert errors[3] < 0.01, errors
 
 
+@pytest.mark.parametrize("baseline", [b for b in BASELINES if b != "pad"])
+def test_completeness_holds_from_every_baseline(baseline, planted, data):
+    pairs = data.attribution[:2] + data.attribution[-2:]
+    batch = planted.tokenize([p.query for p in pairs], [p.doc for p in pairs])
+    errors = []
+    for steps in (20, 40, 80, 160):
+        c = conductance(planted, batch, _residual_cut(planted), steps=steps, batch_budget=BUDGET, baseline=baseline)
+        scale = np.abs(c.scores - c.baseline_scores).max()
+        errors.append(max(c.completeness_error(h).max() for h in c.values) / scale)
+    # The same 1/N^2 convergence as from [PAD] (measured: 0.09-0.33 % at N = 160 from every baseline).
+    assert all(finer < coarser / 3 for coarser, finer in itertools.pairwise(errors)) and errors[3] < 0.01, errors
+
+
 def test_riemann_nig_converges_to_a_finer_step_reference(planted, data):
     pairs = data.attribution[:4]
     layout = neuron_layout(planted)
@@ -153,6 +173,60 @@ def test_batched_steps_equal_one_step_per_forward(planted, data):
     naive = neuron_integrated_gradients(planted, pairs, steps=10, batch_budget=1, layout=layout)
     np.testing.assert_allclose(batched.values, naive.values, atol=1e-4)
     np.testing.assert_allclose(batched.scores, naive.scores, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------- baseline neutrality
+def test_baselines_keep_the_input_shape_and_only_pad_special_keeps_special_tokens(planted, data):
+    pairs = data.attribution[:2]
+    batch = planted.tokenize([p.query for p in pairs], [p.doc for p in pairs])
+    real = planted.embed(batch.input_ids)
+    special = torch.isin(batch.input_ids, torch.tensor(planted.tokenizer.all_special_ids))
+    for name in BASELINES:
+        base = baseline_embeddings(planted, batch, name)
+        assert base.shape == real.shape
+        kept = torch.isclose(base, real).all(dim=-1)
+        assert kept[special].all() == (name == "pad-special") and not kept[~special].any(), name
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        baseline_embeddings(planted, batch, "unk")
+
+
+def test_all_pad_baseline_looks_relevant_to_the_planted_model_and_auto_avoids_it(planted, data):
+    # Every query [PAD] matches every document [PAD]: the matching heads fire everywhere and the all-[PAD]
+    # input scores above every real pair (13.4), far past the relevant pairs' median (position > 1).
+    checks = {c.name: c for c in baseline_checks(planted, data.attribution)}
+    assert checks["pad"].position > 1 and not checks["pad"].neutral
+    assert "NOT neutral" in checks["pad"].describe()
+    chosen = choose_baseline(list(checks.values()), "auto")
+    assert chosen.name == "pad-special"  # special tokens kept: no [PAD]-[PAD] match, scores like non-relevant
+    assert abs(chosen.position - 0.5) == min(abs(c.position - 0.5) for c in checks.values())
+    assert choose_baseline(list(checks.values()), "zero").name == "zero"
+    with pytest.raises(ValueError, match="baseline must be 'auto' or one of"):
+        choose_baseline(list(checks.values()), "unk")
+    with pytest.raises(ValueError, match="needs relevant and non-relevant"):
+        baseline_checks(planted, [p for p in data.attribution if p.relevant])
+
+
+def test_choose_baseline_rule():
+    def check(name: str, position: float) -> BaselineCheck:
+        return BaselineCheck(name, position, 0.0, -1.0, 1.0)
+
+    assert choose_baseline([check("pad", 0.9), check("zero", 0.4), check("mean", 0.6)], "auto").name == "zero"
+    assert choose_baseline([check("pad", 0.4), check("zero", 0.6)], "auto").name == "pad"  # tie: earlier
+    # No scale (relevant pairs do not score above non-relevant ones): seed 001's [PAD], reported as undefined.
+    undefined = choose_baseline([check("zero", math.nan), check("pad", math.nan)], "auto")
+    assert undefined.name == "pad" and not undefined.neutral and "undefined" in undefined.describe()
+    assert [check("x", p).neutral for p in (0.2, 0.25, 0.5, 0.75, 0.8)] == [False, True, True, True, False]
+
+
+def test_zoo_ranker_finds_all_pad_relevant_and_gets_a_neutral_baseline(zoo):
+    from irmechtest.loading import load_ranker
+
+    ranker = load_ranker(str(zoo("ce-minilm-trecdl-s1")))
+    checks = baseline_checks(ranker, trec_sample_data(n_queries=10, n_negatives=9, n_pairs=8, seed=0).attribution)
+    by_name = {c.name: c for c in checks}
+    # The issue's observation: all-[PAD] scores like a relevant pair on the trained ranker.
+    assert by_name["pad"].position > NEUTRAL_BAND[1], by_name["pad"].describe()
+    assert choose_baseline(checks, "auto").neutral, [c.describe() for c in checks]
 
 
 # ------------------------------------------------------------------------------------------ selection
@@ -228,6 +302,7 @@ def test_pruning_top_neurons_hurts_planted_more_than_random_but_not_the_twin(pla
     # Pruning the scoring head's value leaves a flat score: the lists come out no better than in random order.
     assert planted_result.pruned.mean() < random_order_ndcg_bound(data.lists)
     assert abs(planted_result.drop_pct(planted_result.random)) < 1
+    assert planted_result.queries_moved == int((planted_result.pruned != planted_result.base).sum()) > 0
     assert twin_result.p_vs_random >= 0.05, twin_result.table()
 
 
@@ -267,15 +342,21 @@ def test_bad_inputs_are_refused(planted, data):
 # ---------------------------------------------------------------------------------------- suite property
 def test_suite_property_passes_on_planted_with_labelled_components(pytester):
     result = pytester.runpytest_subprocess(
-        "--model=irmechtest:planted-bm25", "-k", "nig", f"--irmech-json={pytester.path / 'v.json'}"
+        "--model=irmechtest:planted-bm25",
+        "-k",
+        "test_pruning_top_nig_neurons",
+        f"--irmech-json={pytester.path / 'v.json'}",
     )
     result.assert_outcomes(passed=1)
     (verdict,) = json.loads((pytester.path / "v.json").read_text())["verdicts"]
     assert verdict["property"] == "nig-pruning" and verdict["value"] < 0.05
     details = verdict["details"]
-    assert details["components"][0] == "2.value.96"
+    # The first component is a q/k/v neuron of the planted scoring head 2.3 (d_head 32: index 96 is head 3).
+    assert re.fullmatch(r"2\.(query|key|value)\.(9[6-9]|1[01]\d|12[0-7])", details["components"][0])
+    # All-[PAD] scores above every planted pair; auto takes pad-special (nearest the cut, still not neutral).
+    assert details["baseline"] == "pad-special" and details["baseline_positions"]["pad"] > 1
     assert all(re.fullmatch(r"\d+\.[a-z_]+\.\d+", c) for c in details["components"])
-    assert details["seed"] == 0 and details["n_pairs"] == 8
+    assert details["seed"] == 0 and details["n_pairs"] == 8 and 0 < details["n_queries_moved"] <= 10
     kinds = {e["kind"]: e["data"] for e in verdict["evidence"]}
     assert len(kinds["heatmap"]["row_labels"]) == 3 and len(kinds["heatmap"]["col_labels"]) == 6
     assert kinds["table"]["rows"][1][0] == "NIG top"

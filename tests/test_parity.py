@@ -130,7 +130,7 @@ def test_modern_encoder_token_states_match_hugging_face(family, tokenizer):
     encoded = tokenizer(QUERIES, DOCS, padding=True, return_tensors="pt")
     encoded.pop("token_type_ids")
     with torch.no_grad():
-        ours = ranker.run_blocks(batch, ranker.embed_inputs(batch))
+        ours = ranker.final_states(ranker.run_blocks(batch, ranker.embed_inputs(batch)))
         theirs = hf_model.base_model(**encoded).last_hidden_state
     real = batch.attention_mask.bool()
     assert theirs[real].std() > 0.1, "token states must vary for this comparison to mean anything"

@@ -68,7 +68,7 @@ def assert_same(batched, naive) -> None:
 @pytest.mark.parametrize("family", ["bert", "electra", "distilbert", "roberta", "xlm-roberta"])
 def test_batched_equals_naive_on_random_cross_encoders(family):
     ranker = random_cross_encoder(family, seed=3)
-    runs = prepare_pairs(ranker, MIXED_PAIRS, tolerance=1e-7)
+    runs = prepare_pairs(ranker, MIXED_PAIRS, tolerance=1e-7, min_gap_share=0.0)
     assert len(set(runs.lengths.tolist())) == 3 and runs.right_padded
     for direction in ("denoise", "noise"):
         batched = activation_patching(ranker, runs, head_grid(ranker), direction=direction, batch_budget=5)
@@ -77,7 +77,7 @@ def test_batched_equals_naive_on_random_cross_encoders(family):
 
 def test_batched_equals_naive_for_blocks_positions_and_neurons():
     ranker = random_cross_encoder("bert", seed=3)
-    runs = prepare_pairs(ranker, ENGLISH_PAIRS[:1], tolerance=1e-7)
+    runs = prepare_pairs(ranker, ENGLISH_PAIRS[:1], tolerance=1e-7, min_gap_share=0.0)
     grids = [
         head_grid(ranker, by_position=True, seq_len=runs.seq_len, layers=[1]),
         block_grid(ranker, runs.seq_len, layers=[1]),
@@ -94,7 +94,7 @@ def test_batched_equals_naive_across_lengths_for_positions_paths_and_ablations()
     """Per-position cells, path patching (which also resumes after attention) and ablated runs (which may
     not) on pairs of three lengths."""
     ranker = random_cross_encoder("bert", seed=3)
-    runs = prepare_pairs(ranker, MIXED_PAIRS, tolerance=1e-7)
+    runs = prepare_pairs(ranker, MIXED_PAIRS, tolerance=1e-7, min_gap_share=0.0)
     grids = [head_grid(ranker, by_position=True, seq_len=runs.seq_len, layers=[0]), block_grid(ranker, runs.seq_len)]
     for grid in grids:
         assert_same(
@@ -103,7 +103,11 @@ def test_batched_equals_naive_across_lengths_for_positions_paths_and_ablations()
         )
     assert_same(path_patching(ranker, runs, batch_budget=5), path_patching(ranker, runs, batched=False))
     ablated = prepare_pairs(
-        ranker, MIXED_PAIRS, tolerance=1e-7, hooks=ablation_hooks(ranker, head_grid(ranker).subset([1, 6]), "zero")
+        ranker,
+        MIXED_PAIRS,
+        tolerance=1e-7,
+        min_gap_share=0.0,
+        hooks=ablation_hooks(ranker, head_grid(ranker).subset([1, 6]), "zero"),
     )
     grid = head_grid(ranker)
     assert_same(activation_patching(ranker, ablated, grid), activation_patching(ranker, ablated, grid, batched=False))
@@ -114,7 +118,7 @@ def test_left_padded_batches_run_padded_and_still_equal_naive():
     keeps the full length (and still skips the layers below the patch and the patched layer's attention)."""
     ranker = random_cross_encoder("bert", seed=3)
     ranker.tokenizer.padding_side = "left"
-    runs = prepare_pairs(ranker, MIXED_PAIRS, tolerance=1e-7)
+    runs = prepare_pairs(ranker, MIXED_PAIRS, tolerance=1e-7, min_gap_share=0.0)
     assert not runs.right_padded and len(set(runs.lengths.tolist())) == 3
     grid = head_grid(ranker)
     assert_same(
@@ -126,7 +130,7 @@ def test_padding_cells_keep_the_target_score():
     """A cell at a pair's padding patches only padding: its score is the target's (the batched engine does
     not run it; the naive engine runs it and gets the same), and its normalised value is NaN."""
     ranker = random_cross_encoder("roberta", seed=3)
-    runs = prepare_pairs(ranker, MIXED_PAIRS, tolerance=1e-7)
+    runs = prepare_pairs(ranker, MIXED_PAIRS, tolerance=1e-7, min_gap_share=0.0)
     grid = head_grid(ranker, by_position=True, seq_len=runs.seq_len, layers=[1])
     batched = activation_patching(ranker, runs, grid)
     naive = activation_patching(ranker, runs, grid, batched=False)
@@ -383,3 +387,22 @@ def test_out_of_memory_halves_the_batch_and_then_says_what_does_not_fit(planted,
     monkeypatch.setattr(planted, "run_with_hooks", bug)  # other errors are not mistaken for memory
     with pytest.raises(RuntimeError, match="shape mismatch"):
         activation_patching(planted, planted_runs, head_grid(planted))
+
+
+def test_pairs_with_a_gap_small_next_to_the_score_spread_are_excluded_and_counted(planted):
+    """A normalised effect divides by the pair's gap: a gap under MIN_GAP_SHARE of the score spread (standard
+    deviation of both sides' scores) is excluded and counted, so that no ratio of two near-zero numbers enters
+    a map; the threshold scales with the model's scores."""
+    everything = prepare_pairs(planted, PLANTED_PAIRS, min_gap_share=0.0)
+    scores = torch.cat([everything.baseline.scores, everything.perturbed.scores]).double()
+    gaps = (everything.perturbed.scores - everything.baseline.scores).abs().double()
+    share = float(gaps.min() + gaps.sort().values[1]) / 2 / float(scores.std(unbiased=False))  # cuts the smallest
+    runs = prepare_pairs(planted, PLANTED_PAIRS, min_gap_share=share)
+    assert runs.excluded == 1 and runs.n_pairs == len(PLANTED_PAIRS) - 1
+    assert runs.min_gap == pytest.approx(share * float(scores.std(unbiased=False)))
+    result = activation_patching(planted, runs, head_grid(planted))
+    assert result.basis == f"3 pairs; 1 excluded with score gap < {runs.min_gap:.3g}"
+    with pytest.raises(InputError, match="score spread"):
+        prepare_pairs(planted, PLANTED_PAIRS, min_gap_share=100.0)
+    with pytest.raises(ValueError, match="min_gap_share"):
+        prepare_pairs(planted, PLANTED_PAIRS, min_gap_share=-1.0)

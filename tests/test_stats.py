@@ -12,6 +12,7 @@ from scipy.stats import binomtest
 
 from irmechtest.stats import (
     Direction,
+    bootstrap_mean_interval,
     calibrate_tie_band,
     classify,
     compliance,
@@ -133,3 +134,13 @@ def test_calibrate_tie_band() -> None:
         calibrate_tie_band({"q": [1.0]})
     with pytest.raises(ValueError, match="quantile"):
         calibrate_tie_band(rankings, quantile=2)
+
+
+def test_bootstrap_mean_interval() -> None:
+    values = np.random.default_rng(0).normal(1.0, 2.0, size=400)
+    low, high = bootstrap_mean_interval(values)
+    assert low < values.mean() < high and (low, high) == bootstrap_mean_interval(values)
+    assert high - low == pytest.approx(2 * 1.96 * values.std() / 20, rel=0.15)
+    assert bootstrap_mean_interval([3.0, 3.0]) == (3.0, 3.0)
+    with pytest.raises(ValueError, match="at least one"):
+        bootstrap_mean_interval([])

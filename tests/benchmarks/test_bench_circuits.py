@@ -39,8 +39,9 @@ def test_bench_map_correlation(benchmark, model, minilm, planted):
     s = settings("tfc1-stmc1-maps")
 
     def probe():
-        _, _, runs = inputs(ranker, "tfc1-stmc1-maps")
-        return C.map_correlation(C.head_maps(ranker, runs, s["method"]))
+        _, _, diagnostics = inputs(ranker, "tfc1-stmc1-maps")
+        maps = C.head_maps(ranker, diagnostics.runs, s["method"])
+        return C.map_correlation(maps) if C.SEMANTIC in maps else None
 
     run_once(benchmark, probe)
 
@@ -59,10 +60,10 @@ def test_bench_matching_heads(benchmark, planted):
     s = settings("matching-heads")
 
     def probe():
-        _, _, runs = inputs(planted, "matching-heads")
-        maps = C.head_maps(planted, runs)
+        _, _, diagnostics = inputs(planted, "matching-heads")
+        maps = C.head_maps(planted, diagnostics.runs)
         return C.find_matching_heads(
-            planted, runs, maps, min_effect=s["min_effect"], min_attention_r=s["min_attention_r"]
+            planted, diagnostics, maps, min_effect=s["min_effect"], min_same_token_lift=s["min_same_token_lift"]
         )
 
     run_once(benchmark, probe)
@@ -71,12 +72,12 @@ def test_bench_matching_heads(benchmark, planted):
 @pytest.mark.benchmark(group="circuits: planted cross-encoder")
 def test_bench_scoring_and_contextualisation_heads(benchmark, planted):
     s = settings("contextualisation-heads")
-    _, text, runs = inputs(planted, "contextualisation-heads")
+    _, text, diagnostics = inputs(planted, "contextualisation-heads")
 
     def probe():
-        scoring = C.find_scoring_heads(planted, runs, text.idf, min_effect=s["scoring_min_effect"])
+        scoring = C.find_scoring_heads(planted, diagnostics, text.idf, min_effect=s["scoring_min_effect"])
         return C.find_contextualisation_heads(
-            planted, runs, text.idf, scoring.heads, min_effect=s["min_effect"], min_idf_r=s["min_idf_r"]
+            planted, diagnostics, text.idf, scoring.heads, min_effect=s["min_effect"], min_idf_r=s["min_idf_r"]
         )
 
     run_once(benchmark, probe)

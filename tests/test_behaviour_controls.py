@@ -1,0 +1,74 @@
+"""Behavioural verdicts against controls on real and random models (docs/axioms.md, "Verdicts against
+controls"): a random-init model of any family fails TFC1, TDC and STMC1, so does the zoo's query-shuffled
+control, and the planted model and the zoo's trained re-ranker keep TFC1."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from irmechtest.compliance import CachedScorer, measure_axiom, to_verdict, wants_twin
+from irmechtest.config import property_config
+from irmechtest.controls import random_twin
+from irmechtest.loading import load_ranker
+from irmechtest.strategies import ranker_context
+from irmechtest.verdicts import Outcome, Verdict
+
+MUST_FAIL_AT_RANDOM = ("TFC1", "TDC", "STMC1")
+
+
+@functools.cache
+def _verdict(spec: str, axiom: str, n_pairs: int) -> Verdict:
+    """The suite's verdict on one axiom (its default settings, ``n_pairs`` pairs), cached per session."""
+    ranker = _ranker(spec)
+    settings = property_config("tfc1" if axiom == "TFC1" else f"axiom-{axiom.lower()}")
+    result, _ = measure_axiom(
+        CachedScorer(ranker),
+        axiom,
+        settings["pairs"],
+        tie_band=settings["tie_band"],
+        limit=n_pairs,
+        seed=settings["seed"],
+        context=ranker_context(ranker)[0],
+        twin=CachedScorer(random_twin(ranker)) if wants_twin(settings["random_twin"], ranker.kind) else None,
+    )
+    return to_verdict(result, spec, settings["threshold"], property=axiom)
+
+
+@functools.cache
+def _ranker(spec: str):
+    return load_ranker(spec)
+
+
+@pytest.mark.parametrize("axiom", MUST_FAIL_AT_RANDOM)
+@pytest.mark.parametrize("spec", ["irmechtest:random-bert", "irmechtest:planted-bm25-random"])
+def test_random_cross_encoders_fail(spec: str, axiom: str) -> None:
+    verdict = _verdict(spec, axiom, 100)
+    assert verdict.outcome is Outcome.FAILED, verdict.summary
+    assert verdict.details["controlled"] and verdict.details["n"] >= 3
+
+
+@pytest.mark.parametrize("axiom", MUST_FAIL_AT_RANDOM)
+def test_a_random_mean_pooling_bi_encoder_fails_against_its_twin(axiom: str) -> None:
+    """Against the neutral control alone it would pass (appending a query token pulls its pooled embedding
+    towards the query's by construction); net of a random twin's contrast it does not."""
+    verdict = _verdict("irmechtest:random-minilm", axiom, 60)
+    assert verdict.outcome is Outcome.FAILED, verdict.summary
+    assert verdict.details["twin_contrast"] > 0  # the architecture's own "TFC1"
+
+
+def test_the_planted_model_keeps_tfc1() -> None:
+    verdict = _verdict("irmechtest:planted-bm25", "TFC1", 400)
+    assert verdict.outcome is Outcome.PASSED, verdict.summary
+
+
+@pytest.mark.parametrize("axiom", MUST_FAIL_AT_RANDOM)
+@pytest.mark.parametrize("model", ["random-like", "ce-minilm-shuffled-s1"])
+def test_zoo_controls_fail(zoo, model: str, axiom: str) -> None:
+    """The trained model's random-init twin and the model trained on swapped queries (no query-passage
+    relation to learn) fail the query-relation axioms."""
+    trained = str(zoo("ce-minilm-trecdl-s1"))
+    spec = f"irmechtest:random-like:{trained}" if model == "random-like" else str(zoo(model))
+    verdict = _verdict(spec, axiom, 100)
+    assert verdict.outcome is Outcome.FAILED, verdict.summary
