@@ -18,6 +18,7 @@ from irmechtest import circuits as C
 from irmechtest.verdicts import Evidence, Outcome, Verdict
 
 CROSS = ("cross-encoder",)
+BLOCKS = ("blocks",)  # patching and attention maps over blocks.{l}: not monoT5's encoder / decoder stacks
 NO_QD = "bi-encoders encode query and document apart: no query -> document or [CLS] -> query attention"
 # Decided before any decoder verdict: these probes read query -> document attention and the [CLS] position,
 # and a causal decoder's mask forbids the one (documents attend to the query) and has no [CLS] (the score is
@@ -107,6 +108,7 @@ def sample(settings, diagnostics: C.Diagnostics) -> dict[str, Any]:
     reason=NO_QD,
     quantity="share of the effect removed by ablation",
     causal_reason=NO_CAUSAL,
+    layouts=BLOCKS,
 )
 def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, matching_heads):
     s = irmech_settings
@@ -161,12 +163,13 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
                 heatmap("r(query -> document attention, embedding cosine)", found.attention_r),
             ],
             outcome=Outcome.PASSED if confirmed else Outcome.FAILED,
+            reason=found.cannot_run,
         )
     )
 
 
 @pytest.mark.irmech_property(
-    "scoring-heads", applies_to=CROSS, reason=NO_QD, quantity="mean IDF r", causal_reason=NO_CAUSAL
+    "scoring-heads", applies_to=CROSS, reason=NO_QD, quantity="mean IDF r", causal_reason=NO_CAUSAL, layouts=BLOCKS
 )
 def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
@@ -189,12 +192,18 @@ def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, 
                 "cannot_run": found.cannot_run,
             },
             evidence=[*evidence, heatmap("r([CLS] -> query attention, IDF)", found.idf_r)],
+            reason=found.cannot_run,
         )
     )
 
 
 @pytest.mark.irmech_property(
-    "contextualisation-heads", applies_to=CROSS, reason=NO_QD, quantity="heads found", causal_reason=NO_CAUSAL
+    "contextualisation-heads",
+    applies_to=CROSS,
+    reason=NO_QD,
+    quantity="heads found",
+    causal_reason=NO_CAUSAL,
+    layouts=BLOCKS,
 )
 def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
@@ -233,7 +242,7 @@ def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circui
     )
 
 
-@pytest.mark.irmech_property("tfc1-stmc1-maps", quantity="map r")
+@pytest.mark.irmech_property("tfc1-stmc1-maps", quantity="map r", layouts=BLOCKS)
 def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict, circuit_inputs):
     """Semantic matching reuses the exact-matching components: the STMC1 verdict, apart from the head search."""
     s = irmech_settings
@@ -281,7 +290,12 @@ def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict
 
 
 @pytest.mark.irmech_property(
-    "circuit-fit", applies_to=CROSS, reason=NO_QD, quantity="held-out Pearson r", causal_reason=NO_CAUSAL
+    "circuit-fit",
+    applies_to=CROSS,
+    reason=NO_QD,
+    quantity="held-out Pearson r",
+    causal_reason=NO_CAUSAL,
+    layouts=BLOCKS,
 )
 def test_linear_circuit_fit(ranker, irmech_settings, irmech_verdict, matching_heads):
     s = irmech_settings

@@ -23,7 +23,9 @@ from irmechtest.reranking import planted_data, trec_sample_data
 from irmechtest.verdicts import Evidence, Verdict
 
 
-@pytest.mark.irmech_property("nig-pruning", applies_to=("cross-encoder", "bi-encoder"), quantity="p-value")
+@pytest.mark.irmech_property(
+    "nig-pruning", applies_to=("cross-encoder", "bi-encoder"), quantity="p-value", layouts=("blocks",)
+)
 def test_pruning_top_nig_neurons_hurts_more_than_random(ranker, irmech_settings, irmech_verdict):
     s = irmech_settings
     # Models built in code carry their vocabulary in ``truth``: real MS MARCO text is mostly [UNK] there.

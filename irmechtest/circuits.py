@@ -38,6 +38,7 @@ from irmechtest.datasets import DEFAULT_IDF, QueryDocPair, bm25_tf, embedding_ne
 from irmechtest.models import Batch, HookedRanker, InputError
 from irmechtest.pairs import MinimalPair, build_pairs
 from irmechtest.patching import (
+    NoEffectError,
     PairRuns,
     PairTexts,
     PatchResult,
@@ -263,7 +264,7 @@ def diagnostic_runs(ranker: HookedRanker, text: ProbeText, *, seed: int, max_len
         )
         try:
             out.runs[name] = prepare_pairs(ranker, pairs)
-        except InputError as error:  # no pair moves the score enough to normalise by: say so, do not fail
+        except NoEffectError as error:  # no pair moves the score enough to normalise by: say so, do not fail
             out.unusable[name] = f"{name}: {error}"
     return out
 

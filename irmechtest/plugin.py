@@ -202,9 +202,10 @@ def _check_inputs(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder'), quantity='', causal_reason=None): a "
-        "built-in mechanistic property; on other ranker kinds (and, with causal_reason, on causal decoders) it is "
-        "skipped and reported as not applicable; quantity says what its value is (|r|, compliance rate, p-value, ...)",
+        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder'), quantity='', causal_reason=None, "
+        "layouts=None): a built-in mechanistic property; on other ranker kinds, on causal decoders (with "
+        "causal_reason) and on hook layouts other than those given (ranker.layout) it is skipped and reported as "
+        "not applicable; quantity says what its value is (|r|, compliance rate, p-value, ...)",
     )
     config.stash[VERDICTS_KEY] = []
     config.stash[MODELS_KEY] = {}
@@ -286,19 +287,36 @@ def irmech_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     return settings
 
 
+# Why a property that reads blocks.{l} does not apply to another hook layout (its ``layouts=`` marker kwarg).
+LAYOUT_REASON = (
+    "the property reads one stack of blocks.{l} (patching, attention maps, neurons), which this hook layout "
+    "does not have (docs/circuits.md)"
+)
+
+
+def not_applicable_reason(marker: pytest.Mark, model: HookedRanker) -> str | None:
+    """Why a property does not apply to ``model`` (None when it does), from its marker: the ranker kinds it
+    applies to (``applies_to``, ``reason``), the hook layouts it reads (``layouts``), and whether a causal mask
+    rules it out (``causal_reason``). The one place applicability is decided."""
+    kinds = marker.kwargs.get("applies_to", ALL_KINDS)
+    layouts = marker.kwargs.get("layouts")
+    if model.kind not in kinds:
+        return f"{model.kind}: " + (marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only")
+    if layouts is not None and model.layout not in layouts:
+        return f"{model.layout} layout: {LAYOUT_REASON}"
+    if model.causal and "causal_reason" in marker.kwargs:
+        return f"causal {model.kind}: {marker.kwargs['causal_reason']}"
+    return None
+
+
 @pytest.fixture(autouse=True)
 def _irmech_applicability(request: pytest.FixtureRequest) -> None:
-    """Skip a property on ranker kinds it does not apply to, and count it as not applicable."""
+    """Skip a property on models it does not apply to, and count it as not applicable."""
     marker = _property_marker(request.node)
     if marker is None or "ranker" not in request.fixturenames:
         return
     model = request.getfixturevalue("ranker")
-    kinds = marker.kwargs.get("applies_to", ALL_KINDS)
-    reason = None
-    if model.kind not in kinds:
-        reason = f"{model.kind}: " + (marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only")
-    elif model.causal and "causal_reason" in marker.kwargs:
-        reason = f"causal {model.kind}: {marker.kwargs['causal_reason']}"
+    reason = not_applicable_reason(marker, model)
     if reason is not None:
         verdict = Verdict.not_applicable(marker.args[0], model.name, reason)
         _record(request, verdict)

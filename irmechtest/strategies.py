@@ -21,6 +21,7 @@ from hypothesis.errors import NoSuchExample
 from irmechtest.axioms import STOPWORDS, Axiom, AxiomContext, NotApplicable, get_axiom, query_terms
 from irmechtest.compliance import measure
 from irmechtest.datasets import (
+    MIN_IDF_COVERAGE,
     corpus_idf,
     embedding_neighbours,
     load_idf,
@@ -58,7 +59,11 @@ def ranker_context(ranker: Any) -> tuple[AxiomContext, float]:
     pairs = load_pairs()
     table = load_idf()
     coverage = vocabulary_coverage(table, ranker.tokenizer)
-    idf = word_idf(table, ranker.tokenizer) if coverage >= 0.5 else word_idf(corpus_idf(p.text for p in pairs))
+    idf = (
+        word_idf(table, ranker.tokenizer)
+        if coverage >= MIN_IDF_COVERAGE
+        else word_idf(corpus_idf(p.text for p in pairs))
+    )
     terms = {t for p in pairs for t in query_terms(p.query)} | set(default_vocabulary())
     neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().float().cpu().numpy(), terms)
     return AxiomContext(idf=idf, neighbours=neighbours), coverage

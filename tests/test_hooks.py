@@ -10,7 +10,7 @@ QUERIES = ["what is a fox", "how tall is mount everest"]
 DOCS = ["the quick brown fox jumps over the lazy dog", "mount everest is 8848 metres tall"]
 
 
-@pytest.fixture(scope="module", params=["bert", "electra", "distilbert", "roberta"])
+@pytest.fixture(scope="module", params=["bert", "electra", "distilbert", "roberta", "modernbert", "deberta-v2"])
 def ranker(request):
     return random_cross_encoder(request.param, seed=5)
 
@@ -25,15 +25,27 @@ def scores(ranker, batch, hooks=()):
         return ranker.run_with_hooks(batch, fwd_hooks=hooks)
 
 
+FAMILY_HOOKS = {
+    # Absolute positions are embedded (hook_pos_embed) except where they act inside attention.
+    "bert": {"hook_pos_embed", "blocks.1.hook_normalized_resid_post"},
+    "electra": {"hook_pos_embed", "blocks.1.hook_normalized_resid_post"},
+    "distilbert": {"hook_pos_embed", "blocks.1.hook_normalized_resid_post"},
+    "roberta": {"hook_pos_embed", "blocks.1.hook_normalized_resid_post"},
+    "modernbert": {"blocks.1.attn.hook_rot_q", "blocks.1.attn.hook_rot_k", "blocks.1.mlp.hook_pre_linear"}
+    | {"ln_final.hook_scale", "blocks.0.ln1.hook_scale", "head.norm.hook_scale"},
+    "deberta-v2": {"blocks.1.attn.hook_c2p", "blocks.1.attn.hook_p2c", "blocks.1.hook_normalized_resid_post"},
+}
+
+
 def test_expected_hook_names_exist(ranker):
     expected = {
         "hook_embed",
-        "hook_pos_embed",
         "hook_full_embed",
         "hook_pooled",
         "hook_logits",
         *(act_name(n, 1) for n in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "q", "k", "v")),
         *(act_name(n, 1) for n in ("z", "result", "attn_scores", "pattern", "pre", "post", "scale1", "scale2")),
+        *FAMILY_HOOKS[ranker.cfg.family],
     }
     assert expected <= set(ranker.hook_dict)
 
@@ -61,8 +73,6 @@ def test_every_hook_point_changes_the_score_when_written(ranker, batch):
     clean = scores(ranker, batch)
     inert = []
     for name in ranker.hook_dict:
-        if name == "hook_token_type_embed" and ranker.token_type_embed is None:
-            continue
         edited = scores(ranker, batch, [(name, perturb)])
         if torch.equal(edited, clean):  # identity hooks are bit-identical, so any change shows a live hook
             inert.append(name)
@@ -131,6 +141,45 @@ def test_weight_views_have_transformer_lens_layout(ranker):
     assert ranker.W_Q.shape == (cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head)
     assert ranker.W_O.shape == (cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model)
     assert ranker.W_E.shape == (cfg.d_vocab, cfg.d_embed)
+
+
+@pytest.fixture(scope="module")
+def monot5():
+    return random_cross_encoder("t5", seed=5)
+
+
+def test_monot5_hooks_have_transformer_lens_encoder_decoder_names(monot5):
+    expected = {
+        "hook_embed",
+        "hook_logits",
+        "encoder.1.hook_resid_pre",
+        "encoder.1.attn.hook_pattern",
+        "encoder.1.ln1.hook_scale",
+        "encoder_final_ln.hook_scale",
+        "decoder.1.cross_attn.hook_pattern",
+        "decoder.1.hook_resid_mid_cross",
+        "decoder.1.ln3.hook_scale",
+        "decoder_final_ln.hook_scale",
+    }
+    assert expected <= set(monot5.hook_dict)
+    assert not any(name.startswith("blocks.") for name in monot5.hook_dict)
+
+
+def test_monot5_identity_hooks_are_bit_identical_and_every_hook_is_live(monot5):
+    batch = monot5.tokenize(QUERIES, DOCS)
+    clean = scores(monot5, batch)
+    assert torch.equal(
+        clean, scores(monot5, batch, [(lambda name: not name.endswith("hook_result"), lambda a, hook: a)])
+    )
+    # The decoder runs one step: its self-attention has one key, whose softmax weight is 1 whatever q, k or
+    # the score, so only those hooks may be inert (its v, pattern and z are live).
+    one_key = {f"decoder.{layer}.attn.hook_{n}" for layer in range(2) for n in ("q", "k", "attn_scores")}
+    inert = [name for name in monot5.hook_dict if torch.equal(scores(monot5, batch, [(name, perturb)]), clean)]
+    assert set(inert) == one_key, f"writing to these hook points changed nothing downstream: {set(inert) - one_key}"
+    _, cache = monot5.run_with_cache(batch, names_filter=lambda n: "cross_attn.hook_pattern" in n)
+    pattern = cache["decoder.0.cross_attn.hook_pattern"]
+    assert pattern.shape == (2, monot5.cfg.n_heads, 1, batch.seq_len)  # one decoder step over the encoder
+    assert pattern[..., batch.attention_mask[:, None, None, :].expand_as(pattern) == 0].abs().max() == 0
 
 
 def test_bi_encoder_hooks_act_on_the_document_side_only(minilm):

@@ -44,6 +44,36 @@ def test_local_cross_encoder_directory_matches_the_in_memory_model(tmp_path, tok
     np.testing.assert_allclose(ranker.score(["a query"], ["a document about things"]), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["modernbert", "deberta-v2"])
+def test_local_folder_of_a_modern_encoder_loads_through_the_user_path(tmp_path, tokenizer, family):
+    """save_pretrained, then the spec a user gives: config, safetensors and AutoTokenizer read from the folder."""
+    directory = save_cross_encoder(tmp_path, tokenizer, family)
+    assert (directory / "model.safetensors").exists()
+    ranker = load_ranker(str(directory))
+    assert ranker.kind == "cross-encoder" and ranker.cfg.family == family
+    assert ranker.identity["weights_sha256"]
+    reference = random_hf_model(tiny_config(family), seed=1)
+    encoded = tokenizer(["a query"], ["a document about things"], return_tensors="pt")
+    encoded.pop("token_type_ids")
+    with torch.no_grad():
+        expected = reference(**encoded).logits[:, 0].double().numpy()
+    np.testing.assert_allclose(ranker.score(["a query"], ["a document about things"]), expected, atol=1e-5)
+
+
+def test_local_monot5_folder_loads_through_the_user_path(tmp_path):
+    """A T5ForConditionalGeneration folder is a monoT5 ranker; its tokenizer (built offline) comes back
+    through AutoTokenizer, and the score is the in-memory model's."""
+    from irmechtest.controls import random_cross_encoder, t5_test_tokenizer
+
+    directory = save_cross_encoder(tmp_path, t5_test_tokenizer(), "t5")
+    ranker = load_ranker(str(directory))
+    assert ranker.kind == "cross-encoder" and ranker.cfg.family == "t5" and ranker.layout == "encoder-decoder"
+    assert ranker.identity["weights_sha256"]
+    in_memory = random_cross_encoder("t5", seed=1)
+    q, d = ["a query"], ["a document about things"]
+    np.testing.assert_allclose(ranker.score(q, d), in_memory.score(q, d), atol=1e-5)
+
+
 def test_pickled_weights_load_with_a_warning(tmp_path, tokenizer):
     directory = save_cross_encoder(tmp_path, tokenizer, safe=False)
     with pytest.warns(UserWarning, match="no safetensors"):
@@ -73,7 +103,10 @@ def test_unsupported_architecture_lists_the_supported_families(tmp_path, tokeniz
 
     directory = tmp_path / "gpt2"
     GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_head=2, n_embd=16, num_labels=1)).save_pretrained(directory)
-    with pytest.raises(UnsupportedArchitectureError, match=r"BERT \(incl. MiniLM\).*ELECTRA.*DistilBERT.*RoBERTa"):
+    with pytest.raises(
+        UnsupportedArchitectureError,
+        match=r"BERT \(incl. MiniLM\).*ELECTRA.*DistilBERT.*RoBERTa.*ModernBERT.*DeBERTa-v2 / v3",
+    ):
         load_ranker(str(directory))
 
 

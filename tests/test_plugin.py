@@ -124,6 +124,29 @@ def test_property_on_a_kind_it_does_not_apply_to_is_not_applicable(pytester):
     result.stdout.fnmatch_lines(["*not applicable*idf-in-u0*"])
 
 
+def test_block_probes_are_not_applicable_to_monot5_and_a_no_effect_model_fails(pytester):
+    """monoT5's encoder / decoder stacks are not the blocks.{l} the circuit, map and NIG probes read: they are
+    not applicable, with the reason, before anything runs. On a model whose edits do not move the score
+    (random-deberta-v2: every TFC1 gap under 1e-4, patching.NoEffectError) the head probes fail with that
+    reason, not an error: there is no effect to attribute."""
+    out = pytester.path / "v.json"
+    suite = [str(suite_dir() / name) for name in ("test_circuits.py", "test_nig.py")]
+    result = pytester.runpytest_subprocess("--model=irmechtest:random-t5", *suite, f"--irmech-json={out}")
+    result.assert_outcomes(skipped=6)
+    verdicts = json.loads(out.read_text())["verdicts"]
+    assert {v["property"] for v in verdicts} == MECHANISTIC - {"idf-in-u0", "idf-in-u0-causal"}
+    assert all(v["outcome"] == "not applicable" and "blocks.{l}" in v["reason"] for v in verdicts)
+    circuits = str(suite_dir() / "test_circuits.py")
+    heads = "matching_heads or scoring_heads"
+    result = pytester.runpytest_subprocess(
+        "--model=irmechtest:random-deberta-v2", circuits, "-k", heads, f"--irmech-json={out}"
+    )
+    result.assert_outcomes(failed=2)
+    verdicts = json.loads(out.read_text())["verdicts"]
+    assert {v["property"] for v in verdicts} == {"matching-heads", "scoring-heads"}
+    assert all(v["outcome"] == "failed" and "score gap" in v["reason"] for v in verdicts)
+
+
 def test_explicit_test_paths_are_kept_with_model(pytester):
     pytester.makepyfile(test_mine="def test_mine(ranker):\n    assert ranker.kind == 'bi-encoder'\n")
     result = pytester.runpytest_subprocess("--model=irmechtest:random-minilm", "test_mine.py")
