@@ -176,13 +176,28 @@ def test_resuming_a_block_after_its_attention_reproduces_the_score():
             ranker(batch, attn_out=cache["attn_out", 0])
 
 
+def batch_shape_noise(ranker, pairs) -> float:
+    """How far the plain forward's own scores move with the batch they are computed in (float32 summation
+    order): no engine can agree with the naive loop more closely than this."""
+    queries = [q for q, _, _ in pairs] * 2
+    documents = [d for _, d, _ in pairs] + [d for _, _, d in pairs]
+    whole = np.asarray(ranker.score(queries, documents))
+    alone = np.array([np.asarray(ranker.score([q], [d]))[0] for q, d in zip(queries, documents, strict=True)])
+    return float(np.abs(whole - alone).max())
+
+
 def test_batched_equals_naive_on_planted(planted, planted_runs):
+    """The planted model's +-30 special-token logits amplify float32 rounding: on one machine its plain
+    scores moved by 3.3e-5 between batch shapes, above EXACT. The tolerance is EXACT or twice that measured
+    floor, whichever is larger; an engine error moves scores by orders of magnitude more."""
+    tolerance = max(EXACT, 2 * batch_shape_noise(planted, PLANTED_PAIRS))
+    assert tolerance < 1e-3  # the floor is rounding, not a broken model
     for direction in ("denoise", "noise"):  # four lengths (9 to 11 tokens): trimmed, resumed after attention
         batched = activation_patching(planted, planted_runs, head_grid(planted), direction=direction)
         naive = activation_patching(planted, planted_runs, head_grid(planted), direction=direction, batched=False)
-        assert_same(batched, naive)
-        # The patching result itself (effects normalised by score gaps of about 3) agrees to 1e-5 absolute.
-        np.testing.assert_allclose(batched.values, naive.values, atol=EXACT, rtol=0)
+        np.testing.assert_allclose(batched.scores, naive.scores, atol=tolerance, rtol=0)
+        # The patching result itself (effects normalised by score gaps of about 3).
+        np.testing.assert_allclose(batched.values, naive.values, atol=tolerance, rtol=0)
     runs = prepare_pairs(planted, PLANTED_PAIRS[:1])
     grid = block_grid(planted, runs.seq_len, acts=["attn_out"])
     assert_same(
