@@ -8,10 +8,10 @@ Hypothesis search steered by ``target``, a shrunk counterexample built from shor
 
 import pytest
 
-from irmechtest.compliance import CachedScorer, measure_axiom, to_verdict, wants_twin
+from irmechtest.behaviour.compliance import CachedScorer, measure_axiom, to_verdict, wants_twin
+from irmechtest.behaviour.strategies import ranker_context, search_worst_violation
 from irmechtest.data.catalogue import BUILTIN_AXIOMS
 from irmechtest.data.pairs import PairBuilder
-from irmechtest.data.strategies import ranker_context, search_worst_violation
 from irmechtest.report.verdicts import Evidence
 
 AXIOMS = [name for name in BUILTIN_AXIOMS if name != "TFC1"]
@@ -30,10 +30,7 @@ def resources(ranker):
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=pytest.mark.irmech_property(f"axiom-{n.lower()}", quantity="compliance rate"), id=n)
-        for n in AXIOMS
-    ],
+    [pytest.param(n, marks=pytest.mark.irmech_property(f"axiom-{n.lower()}"), id=n) for n in AXIOMS],
 )
 def test_axiom_behaviour(name, ranker, ranker_twin, scorer, resources, irmech_settings, irmech_verdict):
     settings = irmech_settings

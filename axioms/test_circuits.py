@@ -17,17 +17,6 @@ import pytest
 from irmechtest.mechanisms import circuits as C
 from irmechtest.report.verdicts import Evidence, Outcome, Verdict
 
-CROSS = ("cross-encoder",)
-BLOCKS = ("blocks",)  # patching and attention maps over blocks.{l}: not monoT5's encoder / decoder stacks
-NO_QD = "bi-encoders encode query and document apart: no query -> document or [CLS] -> query attention"
-# Decided before any decoder verdict: these probes read query -> document attention and the [CLS] position,
-# and a causal decoder's mask forbids the one (documents attend to the query) and has no [CLS] (the score is
-# read at the last token). Until they read document -> query and the last token, they do not apply.
-NO_CAUSAL = (
-    "the probes read query -> document attention and the first ([CLS]) position; under a causal mask the "
-    "document attends to the query and the score is read at the last token (docs/circuits.md)"
-)
-
 
 @pytest.fixture(scope="module")
 def circuit_inputs():
@@ -102,14 +91,7 @@ def sample(settings, diagnostics: C.Diagnostics) -> dict[str, Any]:
     }
 
 
-@pytest.mark.irmech_property(
-    "matching-heads",
-    applies_to=CROSS,
-    reason=NO_QD,
-    quantity="share of the effect removed by ablation",
-    causal_reason=NO_CAUSAL,
-    layouts=BLOCKS,
-)
+@pytest.mark.irmech_property("matching-heads")
 def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, matching_heads):
     s = irmech_settings
     _, diagnostics, _, _ = circuit_inputs(ranker, s)
@@ -168,9 +150,7 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
     )
 
 
-@pytest.mark.irmech_property(
-    "scoring-heads", applies_to=CROSS, reason=NO_QD, quantity="mean IDF r", causal_reason=NO_CAUSAL, layouts=BLOCKS
-)
+@pytest.mark.irmech_property("scoring-heads")
 def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
     _, diagnostics, _, _ = circuit_inputs(ranker, s)
@@ -197,14 +177,7 @@ def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, 
     )
 
 
-@pytest.mark.irmech_property(
-    "contextualisation-heads",
-    applies_to=CROSS,
-    reason=NO_QD,
-    quantity="heads found",
-    causal_reason=NO_CAUSAL,
-    layouts=BLOCKS,
-)
+@pytest.mark.irmech_property("contextualisation-heads")
 def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
     text, diagnostics, _, _ = circuit_inputs(ranker, s)
@@ -242,7 +215,7 @@ def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circui
     )
 
 
-@pytest.mark.irmech_property("tfc1-stmc1-maps", quantity="map r", layouts=BLOCKS)
+@pytest.mark.irmech_property("tfc1-stmc1-maps")
 def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict, circuit_inputs):
     """Semantic matching reuses the exact-matching components: the STMC1 verdict, apart from the head search."""
     s = irmech_settings
@@ -289,14 +262,7 @@ def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict
     )
 
 
-@pytest.mark.irmech_property(
-    "circuit-fit",
-    applies_to=CROSS,
-    reason=NO_QD,
-    quantity="held-out Pearson r",
-    causal_reason=NO_CAUSAL,
-    layouts=BLOCKS,
-)
+@pytest.mark.irmech_property("circuit-fit")
 def test_linear_circuit_fit(ranker, irmech_settings, irmech_verdict, matching_heads):
     s = irmech_settings
     match_settings = dict(s, n_pairs=s["match_pairs"])

@@ -13,7 +13,7 @@ def used_idf_source(ranker, settings) -> str:
     return str(resolve_idf_source(ranker.tokenizer, settings["idf_source"]))
 
 
-@pytest.mark.irmech_property("idf-in-u0", quantity="|r|")
+@pytest.mark.irmech_property("idf-in-u0")
 def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
     settings = irmech_settings
     idf = idf_vector(ranker.tokenizer, settings["idf_source"])
@@ -55,7 +55,7 @@ def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
     )
 
 
-@pytest.mark.irmech_property("idf-in-u0-causal", quantity="mean Spearman rho")
+@pytest.mark.irmech_property("idf-in-u0-causal")
 def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
     """Seed 002 sec. 4.4: raising one query token's IDF coordinate raises a document repeating it, monotonically,
     and more than a document repeating another query token."""

@@ -25,18 +25,14 @@ from irmechtest.mechanisms.nig import (
     pruning_study,
     top_fraction,
 )
-from irmechtest.mechanisms.reranking import planted_data, trec_sample_data
+from irmechtest.mechanisms.reranking import study_data
 from irmechtest.report.verdicts import Evidence, Verdict
 
 
-@pytest.mark.irmech_property(
-    "nig-pruning", applies_to=("cross-encoder", "bi-encoder"), quantity="p-value", layouts=("blocks",)
-)
+@pytest.mark.irmech_property("nig-pruning")
 def test_pruning_top_nig_neurons_hurts_more_than_random(ranker, irmech_settings, irmech_verdict):
     s = irmech_settings
-    # Models built in code carry their vocabulary in ``truth``: real MS MARCO text is mostly [UNK] there.
-    make_data = planted_data if hasattr(ranker, "truth") else trec_sample_data
-    data = make_data(s["n_queries"], s["n_negatives"], s["n_pairs"], s["seed"])
+    data = study_data(ranker, s["n_queries"], s["n_negatives"], s["n_pairs"], s["seed"])
     checks = baseline_checks(ranker, data.attribution)
     baseline = choose_baseline(checks, s["baseline"])
     attribution = neuron_integrated_gradients(

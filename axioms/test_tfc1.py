@@ -3,10 +3,10 @@ of the same token length does, as a rate over real pairs with the paired contras
 
 import pytest
 
-from irmechtest.compliance import measure_axiom, to_verdict, wants_twin
+from irmechtest.behaviour.compliance import measure_axiom, to_verdict, wants_twin
 
 
-@pytest.mark.irmech_property("tfc1", quantity="compliance rate")
+@pytest.mark.irmech_property("tfc1")
 def test_tfc1_holds(ranker, ranker_twin, irmech_settings, irmech_verdict):
     settings = irmech_settings
     result, _ = measure_axiom(

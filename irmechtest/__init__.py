@@ -25,8 +25,8 @@ _EXPORTS: dict[str, str] = {
     "registered_axioms": "irmechtest.data.catalogue",
     "build_pairs": "irmechtest.data.pairs",
     "PairBuilder": "irmechtest.data.pairs",
-    "measure_axiom": "irmechtest.compliance",
-    "to_verdict": "irmechtest.compliance",
+    "measure_axiom": "irmechtest.behaviour.compliance",
+    "to_verdict": "irmechtest.behaviour.compliance",
     "prepare_pairs": "irmechtest.mechanisms.patching",
     "head_grid": "irmechtest.mechanisms.patching",
     "block_grid": "irmechtest.mechanisms.patching",
@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from irmechtest.compliance import measure_axiom, to_verdict
+    from irmechtest.behaviour.compliance import measure_axiom, to_verdict
     from irmechtest.data.catalogue import Axiom, AxiomContext, get_axiom, registered_axioms
     from irmechtest.data.pairs import PairBuilder, build_pairs
     from irmechtest.loading import load_ranker

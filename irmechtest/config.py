@@ -1,11 +1,10 @@
 """Settings of the built-in properties: literature defaults, the ``quick`` / ``full`` profiles and the
 user's ``[tool.irmechtest]`` overrides, resolved per (property, model, profile) and validated.
 
-Defaults come from the modules that define the properties; each such module exports
-``<X>_DEFAULTS`` (quick-profile settings per property) and ``<X>_FULL_PROFILE`` (what the paper-scale
-``full`` profile changes), merged at the end of this file with :func:`register`. Every default says where
-it comes from, so a user can tell a literature figure from a product choice. The file schema is in
-``docs/configuration.md``.
+Each property's settings and what the paper-scale ``full`` profile changes are defined once, in its
+``registry.Property``; every default says there where it comes from, so a user can tell a literature figure
+from a product choice. This module adds the settings every property has (``GATE_DEFAULTS``), validates
+values and resolves the layers. The file schema is in ``docs/configuration.md``.
 """
 
 from __future__ import annotations
@@ -18,39 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irmechtest.compliance import RANDOM_TWIN
-from irmechtest.data.catalogue import behaviour_defaults, behaviour_full_profile
-from irmechtest.models.decoder import PROMPT_KEYS
+from irmechtest.behaviour.compliance import RANDOM_TWIN
+from irmechtest.registry import PROPERTIES, get_property
 
 PROFILES = ("quick", "full")
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "idf-in-u0": {
-        # Seed 002 measures r = -0.71 on ms-marco-MiniLM-L-12-v2; we measure -0.76 on all-MiniLM-L6-v2
-        # and 0.00 on random init. 0.5 is the conventional "large" correlation (Cohen), between the two.
-        "threshold": 0.5,
-        "top_k": 3,
-        "idf_source": "msmarco-wordpiece",
-    },
-    "tfc1": {
-        # The share of pairs on which inserting a query term beats inserting an unrelated word of the same
-        # token length (same document, same slot) by more than the model's neutral spread, with the mean
-        # contrast's interval above 0 (docs/axioms.md, "Verdicts against controls"): 0.5 is twice the 0.25
-        # a model scores when it treats query terms like any word. It replaces the earlier ">= 90 % of pairs
-        # rise at all against filler padding", which a random-init 6 x 384 cross-encoder met at 1.0 (a
-        # fixed filler token is a biased reference) while the trained zoo model measured 0.695. Camara &
-        # Hauff 2020's ~61 % for BERT is a bare direction rate, a reference only.
-        "threshold": 0.5,
-        "tie_band": "control",
-        "random_twin": "auto",
-        "pairs": "irmechtest:trec-dl-tfc1-sample",
-        "n_pairs": 200,
-        "seed": 0,
-    },
-}
-
-# What the ``full`` profile changes: paper-scale samples (all 400 pairs of the shipped TREC DL sample).
-FULL_PROFILE: dict[str, dict[str, Any]] = {"tfc1": {"n_pairs": 400}}
 
 # Settings every property has: how much worse a value without an interval may get against a baseline
 # before the release gate fails (values with an interval fail when they leave it; see fingerprint.py).
@@ -71,17 +42,9 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the file and the key."""
 
 
-def register(defaults: Mapping[str, Mapping[str, Any]], full: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """Add a module's properties: its quick-profile ``defaults`` and its ``full``-profile overrides."""
-    for name, settings in defaults.items():
-        DEFAULTS.setdefault(name, dict(settings))
-    for name, overrides in (full or {}).items():
-        FULL_PROFILE.setdefault(name, {}).update(overrides)
-
-
 def check_value(name: str, key: str, value: Any, where: str) -> Any:
     """``value`` if it fits setting ``key`` of property ``name`` (type of the default, range), else ConfigError."""
-    known = {**GATE_DEFAULTS, **DEFAULTS[name]}
+    known = {**GATE_DEFAULTS, **get_property(name).settings}
     if key not in known:
         raise ConfigError(f"{where}: property {name!r} has no setting {key!r}; settings: {', '.join(sorted(known))}")
     default = known[key]
@@ -117,13 +80,12 @@ def property_config(
     name: str, overrides: Mapping[str, Any] | None = None, *, profile: str = "quick", where: str = "overrides"
 ) -> dict[str, Any]:
     """The settings of one property under ``profile``, updated with checked ``overrides``."""
-    if name not in DEFAULTS:
-        raise KeyError(f"unknown property {name!r}; known: {sorted(DEFAULTS)}")
+    prop = get_property(name)
     if profile not in PROFILES:
         raise ConfigError(f"{where}: profile must be one of {', '.join(PROFILES)}, got {profile!r}")
-    settings = {**GATE_DEFAULTS, **DEFAULTS[name]}
+    settings = {**GATE_DEFAULTS, **prop.settings}
     if profile == "full":
-        settings.update(FULL_PROFILE.get(name, {}))
+        settings.update(prop.full_profile)
     for key, value in (overrides or {}).items():
         settings[key] = check_value(name, key, value, where)
     return settings
@@ -219,8 +181,8 @@ def _parse_properties(value: Any, where: str, base: Path | None) -> dict[str, di
     out = {}
     for name, settings in _table(value, where).items():
         here = f"{where}.{name}" if name.replace("-", "").isalnum() else f'{where}."{name}"'
-        if name not in DEFAULTS:
-            raise ConfigError(f"[{here}]: unknown property {name!r}; known: {', '.join(sorted(DEFAULTS))}")
+        if name not in PROPERTIES:
+            raise ConfigError(f"[{here}]: unknown property {name!r}; known: {', '.join(sorted(PROPERTIES))}")
         out[name] = {key: check_value(name, key, v, f"[{here}]") for key, v in _table(settings, f"[{here}]").items()}
         if isinstance(out[name].get("pairs"), str):
             out[name]["pairs"] = _pair_file(out[name]["pairs"], base, f"[{here}]")
@@ -228,6 +190,8 @@ def _parse_properties(value: Any, where: str, base: Path | None) -> dict[str, di
 
 
 def _parse_prompt(value: Any, where: str) -> dict[str, str]:
+    from irmechtest.models.decoder import PROMPT_KEYS  # only a run that sets a prompt needs the decoder (torch)
+
     table = _table(value, f"[{where}]")
     _only(table, PROMPT_KEYS, f"[{where}]")
     for key, text in table.items():
@@ -252,9 +216,11 @@ def _parse_scope(table: dict[str, Any], where: str, base: Path | None, extra: It
 def _parse_required(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"[tool.irmechtest]: required must be a list of property names, got {value!r}")
-    unknown = [v for v in value if v not in DEFAULTS]
+    unknown = [v for v in value if v not in PROPERTIES]
     if unknown:
-        raise ConfigError(f"[tool.irmechtest]: required: unknown property {unknown[0]!r}; known: {', '.join(DEFAULTS)}")
+        raise ConfigError(
+            f"[tool.irmechtest]: required: unknown property {unknown[0]!r}; known: {', '.join(PROPERTIES)}"
+        )
     return tuple(value)
 
 
@@ -303,18 +269,3 @@ def load_configuration(path: Path, *, required: bool) -> Configuration:
             raise ConfigError(f"{path}: no [tool.irmechtest] table")
         return Configuration()
     return parse_configuration(table, str(path), path.resolve().parent)
-
-
-# Properties defined in other modules: the axiom catalogue's per-axiom properties, each with its
-# threshold's literature source.
-register(behaviour_defaults(), behaviour_full_profile())
-
-# Neuron Integrated Gradients (seed 001): the pruning-study property.
-from irmechtest.mechanisms.nig import NIG_DEFAULTS, NIG_FULL_PROFILE  # noqa: E402
-
-register(NIG_DEFAULTS, NIG_FULL_PROFILE)
-
-# Relevance-circuit probes (seed 002): matching / scoring / contextualisation heads, maps, circuit fit, U0 editing.
-from irmechtest.mechanisms.circuits import CIRCUIT_DEFAULTS, CIRCUIT_FULL_PROFILE  # noqa: E402
-
-register(CIRCUIT_DEFAULTS, CIRCUIT_FULL_PROFILE)

@@ -42,16 +42,17 @@ import pytest
 import torch
 from _pytest.junitxml import xml_key
 
-from irmechtest.compliance import CachedScorer
+from irmechtest.behaviour.compliance import CachedScorer
 from irmechtest.config import PROFILES, ConfigError, Configuration, load_configuration
 from irmechtest.controls.twins import random_twin
-from irmechtest.loading import DEFAULT_MODEL, DTYPES, ModelNotFoundError, check_local_spec, load_ranker, model_name
+from irmechtest.loading import check_local_spec, load_ranker, model_name
+from irmechtest.models.huggingface import DEFAULT_MODEL, DTYPES, ModelNotFoundError
 from irmechtest.models.ranker import HookedRanker
+from irmechtest.registry import PROPERTIES, Property
 from irmechtest.report import fingerprint
 from irmechtest.report.outputs import OutputPathError, check_output_paths, partial_path, write_atomic
 from irmechtest.report.verdicts import Outcome, Verdict, jsonable
 
-ALL_KINDS = ("cross-encoder", "bi-encoder")
 VERDICTS_KEY = pytest.StashKey[list[Verdict]]()
 MODELS_KEY = pytest.StashKey[dict[str, HookedRanker]]()
 ITEM_VERDICT_KEY = pytest.StashKey[Verdict]()
@@ -202,10 +203,10 @@ def _check_inputs(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder'), quantity='', causal_reason=None, "
-        "layouts=None): a built-in mechanistic property; on other ranker kinds, on causal decoders (with "
-        "causal_reason) and on hook layouts other than those given (ranker.layout) it is skipped and reported as "
-        "not applicable; quantity says what its value is (|r|, compliance rate, p-value, ...)",
+        "irmech_property(name): a mechanistic property, defined in irmechtest.registry (or registered there by "
+        "a conftest); on ranker kinds, hook layouts (ranker.layout) or causal decoders it does not apply to, it "
+        "is skipped and reported as not applicable. An unregistered property declares the same fields as marker "
+        "keywords: applies_to, reason, layouts, causal_reason, quantity",
     )
     config.stash[VERDICTS_KEY] = []
     config.stash[MODELS_KEY] = {}
@@ -287,26 +288,19 @@ def irmech_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     return settings
 
 
-# Why a property that reads blocks.{l} does not apply to another hook layout (its ``layouts=`` marker kwarg).
-LAYOUT_REASON = (
-    "the property reads one stack of blocks.{l} (patching, attention maps, neurons), which this hook layout "
-    "does not have (docs/circuits.md)"
-)
-
-
-def not_applicable_reason(marker: pytest.Mark, model: HookedRanker) -> str | None:
-    """Why a property does not apply to ``model`` (None when it does), from its marker: the ranker kinds it
-    applies to (``applies_to``, ``reason``), the hook layouts it reads (``layouts``), and whether a causal mask
-    rules it out (``causal_reason``). The one place applicability is decided."""
-    kinds = marker.kwargs.get("applies_to", ALL_KINDS)
-    layouts = marker.kwargs.get("layouts")
-    if model.kind not in kinds:
-        return f"{model.kind}: " + (marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only")
-    if layouts is not None and model.layout not in layouts:
-        return f"{model.layout} layout: {LAYOUT_REASON}"
-    if model.causal and "causal_reason" in marker.kwargs:
-        return f"causal {model.kind}: {marker.kwargs['causal_reason']}"
-    return None
+def property_of(marker: pytest.Mark) -> Property:
+    """The property a marker names: its registry entry (whose marker takes the name only, so that it is defined
+    once), or, for a property a user has not registered, one described by the marker's keywords."""
+    name = marker.args[0]
+    if name in PROPERTIES:
+        if marker.kwargs:
+            raise pytest.UsageError(
+                f"irmech_property({name!r}) is defined in irmechtest.registry: its marker takes the name only, "
+                f"got {', '.join(sorted(marker.kwargs))}"
+            )
+        return PROPERTIES[name]
+    fields = {k: marker.kwargs[k] for k in ("applies_to", "reason", "layouts", "causal_reason") if k in marker.kwargs}
+    return Property(name, marker.kwargs.get("quantity", ""), marker.kwargs.get("measure", ""), **fields)
 
 
 @pytest.fixture(autouse=True)
@@ -316,7 +310,7 @@ def _irmech_applicability(request: pytest.FixtureRequest) -> None:
     if marker is None or "ranker" not in request.fixturenames:
         return
     model = request.getfixturevalue("ranker")
-    reason = not_applicable_reason(marker, model)
+    reason = property_of(marker).not_applicable_reason(model)
     if reason is not None:
         verdict = Verdict.not_applicable(marker.args[0], model.name, reason)
         _record(request, verdict)
@@ -330,7 +324,7 @@ def _record(request: pytest.FixtureRequest, verdict: Verdict) -> None:
         verdict.details.setdefault("settings", settings)
     marker = _property_marker(request.node)
     if marker is not None and not verdict.quantity:
-        verdict.quantity = marker.kwargs.get("quantity", "")
+        verdict.quantity = property_of(marker).quantity
     request.config.stash[VERDICTS_KEY].append(verdict)
     request.node.stash[ITEM_VERDICT_KEY] = verdict
 

@@ -46,10 +46,18 @@ def report_verdicts():
 
 @pytest.fixture(scope="session")
 def planted():
-    """The planted-circuit cross-encoder as a hooked ranker (``.truth`` holds its answer key)."""
+    """The planted-circuit cross-encoder as a hooked ranker (its answer key is the ``planted_truth`` fixture)."""
     from irmechtest.controls.twins import planted_ranker
 
     return planted_ranker()
+
+
+@pytest.fixture(scope="session")
+def planted_truth():
+    """The planted model's answer key (seed 0, as ``planted_ranker()`` builds it): heads, edges, IDF direction."""
+    from irmechtest.controls.planted import build_planted_model
+
+    return build_planted_model(0).truth
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ import functools
 
 import pytest
 
-from irmechtest.compliance import CachedScorer, measure_axiom, to_verdict, wants_twin
+from irmechtest.behaviour.compliance import CachedScorer, measure_axiom, to_verdict, wants_twin
+from irmechtest.behaviour.strategies import ranker_context
 from irmechtest.config import property_config
 from irmechtest.controls.twins import random_twin
-from irmechtest.data.strategies import ranker_context
 from irmechtest.loading import load_ranker
 from irmechtest.report.verdicts import Outcome, Verdict
 

@@ -34,10 +34,10 @@ def fit(ranker, heads, n=400):
     return C.circuit_fit(ranker, [(p.query, p.text) for p in text.pairs], heads, text.idf, seed=SEED)
 
 
-def test_planted_matching_heads_are_found_exactly_and_carry_the_effect(planted):
+def test_planted_matching_heads_are_found_exactly_and_carry_the_effect(planted, planted_truth):
     ranker, _, diagnostics, maps = planted
     found = C.find_matching_heads(ranker, diagnostics, maps, **MATCHING)
-    assert found.heads == sorted(ranker.truth.matching_heads)
+    assert found.heads == sorted(planted_truth.matching_heads)
     assert found.removed > 0.9 and found.confirmed(0.5)
     others = [r for h, r in np.ndenumerate(found.same_token) if h not in found.heads]
     assert min(found.same_token[h] for h in found.heads) > 5 > 1.5 > max(others)
@@ -47,36 +47,36 @@ def test_planted_matching_heads_are_found_exactly_and_carry_the_effect(planted):
     assert np.isnan(found.specificity()).all()
 
 
-def test_planted_scoring_and_contextualisation_heads(planted):
+def test_planted_scoring_and_contextualisation_heads(planted, planted_truth):
     ranker, text, diagnostics, _ = planted
     scoring = C.find_scoring_heads(ranker, diagnostics, text.idf, min_effect=0.3)
-    assert scoring.heads == ranker.truth.scoring_heads
+    assert scoring.heads == planted_truth.scoring_heads
     assert scoring.mean_idf_r > 0.9
     context = C.find_contextualisation_heads(
         ranker, diagnostics, text.idf, scoring.heads, min_effect=0.05, min_idf_r=0.5
     )
-    assert context.heads == ranker.truth.contextualisation_heads == [(1, 0)]
+    assert context.heads == planted_truth.contextualisation_heads == [(1, 0)]
     assert context.idf_r[1, 0] > 0.8
     # The matching heads send into the scoring head's values too; their attention is what rules them out.
     senders = {h for h, e in np.ndenumerate(context.effect) if e >= 0.05}
-    assert senders == {*ranker.truth.matching_heads, *ranker.truth.contextualisation_heads}
-    assert max(context.idf_r[h] for h in ranker.truth.matching_heads) < 0.2
+    assert senders == {*planted_truth.matching_heads, *planted_truth.contextualisation_heads}
+    assert max(context.idf_r[h] for h in planted_truth.matching_heads) < 0.2
     nothing = C.find_contextualisation_heads(ranker, diagnostics, text.idf, [], min_effect=0.05, min_idf_r=0.5)
     assert nothing.heads == [] and "no relevance-scoring head" in nothing.cannot_run
 
 
-def test_planted_maps_correlate_and_the_circuit_fit_beats_bm25(planted):
+def test_planted_maps_correlate_and_the_circuit_fit_beats_bm25(planted, planted_truth):
     ranker, _, _, maps = planted
     corr = C.map_correlation(maps)
     assert corr.r > 0.95 and corr.specific  # no control map (the control edit moves nothing): specific
-    result = fit(ranker, ranker.truth.matching_heads)
+    result = fit(ranker, planted_truth.matching_heads)
     assert result.circuit.pearson > 0.95
     assert result.beats_bm25
     assert abs(result.random.pearson) < 0.5
     assert set(result.groups) == {1, 2, 3, 4}
 
 
-def test_the_twin_fails_every_head_probe_and_the_fit(twin, planted):
+def test_the_twin_fails_every_head_probe_and_the_fit(twin, planted_truth):
     ranker, text, diagnostics, maps = twin
     assert C.find_matching_heads(ranker, diagnostics, maps, **MATCHING).heads == []
     scoring = C.find_scoring_heads(ranker, diagnostics, text.idf, min_effect=0.3)
@@ -87,7 +87,7 @@ def test_the_twin_fails_every_head_probe_and_the_fit(twin, planted):
     assert context.heads == []
     # Even given the planted model's matching heads, or every head (the fallback), the twin's scores are not
     # the linear circuit.
-    assert fit(ranker, planted[0].truth.matching_heads).circuit.pearson < 0.8
+    assert fit(ranker, planted_truth.matching_heads).circuit.pearson < 0.8
     assert fit(ranker, C.all_heads(ranker)).circuit.pearson < 0.8
 
 
@@ -117,14 +117,14 @@ def test_minilm_runs_the_applicable_probe_and_refuses_the_others(minilm):
         C.same_token_attention(minilm, diagnostics.batch_of([C.EXACT]))
 
 
-def test_degenerate_inputs_are_refused(planted):
+def test_degenerate_inputs_are_refused(planted, planted_truth):
     ranker, _, diagnostics, _ = planted
     with pytest.raises(ValueError, match="n_pairs"):
         C.probe_text(ranker, 0, SEED)
     with pytest.raises(ValueError, match="needs heads"):
         fit(ranker, [])
     with pytest.raises(InputError, match="give more pairs"):
-        fit(ranker, ranker.truth.matching_heads, n=10)
+        fit(ranker, planted_truth.matching_heads, n=10)
     with pytest.raises(ValueError, match="no heads"):
         C.mean_ablation(ranker, diagnostics.batches[C.EXACT], [], diagnostics.batches[C.EXACT][0])
     with pytest.raises(ValueError, match="method"):

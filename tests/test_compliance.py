@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from irmechtest.compliance import (
+from irmechtest.behaviour.compliance import (
     CachedScorer,
     LexicalScorer,
     NeutralWords,
@@ -20,10 +20,10 @@ from irmechtest.compliance import (
     to_verdict,
     wants_twin,
 )
+from irmechtest.behaviour.strategies import default_vocabulary
 from irmechtest.data.catalogue import BUILTIN_AXIOMS, AxiomContext, get_axiom, query_terms
 from irmechtest.data.pairs import FILLER_CANDIDATES, build_pairs
 from irmechtest.data.sources import QueryDocPair, load_idf, load_pairs, word_idf, words
-from irmechtest.data.strategies import default_vocabulary
 from irmechtest.report.verdicts import Outcome, Verdict
 from irmechtest.stats import calibrate_tie_band
 

@@ -3,14 +3,13 @@
 import pytest
 
 from irmechtest.config import (
-    DEFAULTS,
-    FULL_PROFILE,
     ConfigError,
     check_value,
     load_configuration,
     parse_configuration,
     property_config,
 )
+from irmechtest.registry import PROPERTIES
 
 
 def test_full_profile_uses_paper_scale_samples():
@@ -19,8 +18,8 @@ def test_full_profile_uses_paper_scale_samples():
 
 
 def test_every_default_and_full_profile_value_passes_its_own_validation():
-    for name, settings in DEFAULTS.items():
-        for key, value in {**settings, **FULL_PROFILE.get(name, {})}.items():
+    for name, prop in PROPERTIES.items():
+        for key, value in {**prop.settings, **prop.full_profile}.items():
             check_value(name, key, value, f"defaults of {name}")
 
 

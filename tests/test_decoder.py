@@ -8,9 +8,10 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from irmechtest.controls.twins import random_hf_model, tiny_decoder_config, tiny_decoder_tokenizer
-from irmechtest.loading import load_ranker, ranker_from_hf
+from irmechtest.controls.twins import tiny_decoder_config, tiny_decoder_tokenizer
+from irmechtest.loading import load_ranker
 from irmechtest.models.decoder import DECODER_FAMILIES, YesNoPrompt
+from irmechtest.models.huggingface import random_hf_model, ranker_from_hf
 
 QUERIES = ["what is a fox", "how tall is mount everest", "why"]
 DOCS = [

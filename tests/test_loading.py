@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from irmechtest.controls.twins import random_hf_model, tiny_config
-from irmechtest.loading import ModelNotFoundError, load_ranker
+from irmechtest.controls.twins import tiny_config
+from irmechtest.loading import load_ranker
 from irmechtest.models.encoder import UnsupportedArchitectureError
+from irmechtest.models.huggingface import ModelNotFoundError, random_hf_model
 from irmechtest.models.ranker import InputError, ScoreError, progress_bar
 
 
@@ -130,7 +131,7 @@ def test_malformed_sentence_transformers_config_is_a_clear_error(tmp_path):
 
 
 def test_unsupported_sentence_transformers_module_is_named(tmp_path, minilm):
-    from irmechtest.loading import embedded_model_dir
+    from irmechtest.models.huggingface import embedded_model_dir
 
     for item in embedded_model_dir().rglob("*"):
         if item.is_file():
@@ -178,7 +179,7 @@ def test_mismatched_lengths_are_refused(minilm):
 
 
 def test_nan_scores_are_refused(tokenizer):
-    from irmechtest.loading import ranker_from_hf
+    from irmechtest.models.huggingface import ranker_from_hf
 
     hf_model = random_hf_model(tiny_config("bert"), seed=1)
     with torch.no_grad():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from irmechtest.controls.planted import probe_corpus
 from irmechtest.mechanisms.nig import (
     BASELINES,
     NEUTRAL_BAND,
@@ -31,10 +32,10 @@ from irmechtest.mechanisms.reranking import (
     LabelledPair,
     bm25_scores,
     build_lists,
+    corpus_data,
     flatten,
     ndcg_at_k,
     per_list_ndcg,
-    planted_data,
     trec_sample_data,
 )
 
@@ -44,7 +45,7 @@ STEPS, BUDGET, REPEATS = 20, 256, 5
 
 @pytest.fixture(scope="module")
 def data():
-    return planted_data(n_queries=10, n_negatives=9, n_pairs=16, seed=0)
+    return corpus_data(probe_corpus(), n_queries=10, n_negatives=9, n_pairs=16, seed=0)
 
 
 @pytest.fixture(scope="module")

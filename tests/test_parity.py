@@ -4,9 +4,9 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from irmechtest.controls.twins import random_hf_model, tiny_config
-from irmechtest.loading import embedded_model_dir, ranker_from_hf
+from irmechtest.controls.twins import tiny_config
 from irmechtest.models.encoder import SUPPORTED_FAMILIES
+from irmechtest.models.huggingface import embedded_model_dir, random_hf_model, ranker_from_hf
 
 QUERIES = ["what is a fox", "how tall is mount everest", "why"]
 DOCS = [

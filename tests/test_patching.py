@@ -49,8 +49,7 @@ def planted_runs(planted):
     return prepare_pairs(planted, PLANTED_PAIRS)
 
 
-def planted_heads(ranker) -> set[tuple[int, int]]:
-    truth = ranker.truth
+def planted_heads(truth) -> set[tuple[int, int]]:
     return {*truth.matching_heads, *truth.contextualisation_heads, *truth.scoring_heads}
 
 
@@ -214,20 +213,20 @@ def test_batched_equals_naive_on_planted(planted, planted_runs):
 
 # ------------------------------------------------------------------------------------------- planted truth
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
-def test_activation_patching_ranks_planted_heads_first(planted, planted_runs, direction):
+def test_activation_patching_ranks_planted_heads_first(planted, planted_runs, direction, planted_truth):
     result = activation_patching(planted, planted_runs, head_grid(planted), direction=direction)
-    truth = planted_heads(planted)
+    truth = planted_heads(planted_truth)
     assert top_heads(result, len(truth)) == truth
     assert result.n_pairs == len(PLANTED_PAIRS) and result.excluded == 0
     others = [r for r in result.top_k(12) if (r.label["layer"], r.label["head"]) not in truth]
     assert max(abs(r.mean) for r in others) < 0.01  # distractors write where nothing reads
 
 
-def test_attribution_patching_ranks_planted_heads_first_and_tracks_exact(planted, planted_runs):
+def test_attribution_patching_ranks_planted_heads_first_and_tracks_exact(planted, planted_runs, planted_truth):
     grid = head_grid(planted)
     attribution = attribution_patching(planted, planted_runs, grid)
     exact = activation_patching(planted, planted_runs, grid)
-    truth = planted_heads(planted)
+    truth = planted_heads(planted_truth)
     assert top_heads(attribution, len(truth)) == truth
     assert attribution.correlation(exact) > 0.9
 
@@ -241,23 +240,23 @@ def test_screen_then_verify_patches_the_screened_heads_exactly(planted, planted_
         assert value == pytest.approx(exact.mean[layer, head], abs=EXACT)
 
 
-def test_path_patching_to_score_finds_only_the_scoring_head(planted, planted_runs):
+def test_path_patching_to_score_finds_only_the_scoring_head(planted, planted_runs, planted_truth):
     result = path_patching(planted, planted_runs)
-    assert top_heads(result, 1) == set(planted.truth.scoring_heads)
+    assert top_heads(result, 1) == set(planted_truth.scoring_heads)
     # The matching heads act on the score only through the scoring head: no direct path.
-    assert all(abs(result.mean[layer, head]) < 0.01 for layer, head in planted.truth.matching_heads)
+    assert all(abs(result.mean[layer, head]) < 0.01 for layer, head in planted_truth.matching_heads)
 
 
-def test_path_patching_recovers_planted_edges(planted, planted_runs):
+def test_path_patching_recovers_planted_edges(planted, planted_runs, planted_truth):
     receivers = [(1, 0), (1, 2), (2, 3)]
     result = path_patching(planted, planted_runs, receivers=receivers)
-    edges = {(f"{s[0]}.{s[1]}", f"{r[0]}.{r[1]}", ch) for s, r, ch in planted.truth.edges}
+    edges = {(f"{s[0]}.{s[1]}", f"{r[0]}.{r[1]}", ch) for s, r, ch in planted_truth.edges}
     found = {(r.label["sender"], r.label["receiver"], r.label["channel"]) for r in result.top_k(len(edges))}
     assert found == edges
     assert np.isnan(result.mean[result.coords["sender"].index("2.0")]).all()  # not below any receiver
 
 
-def test_random_twin_has_no_standout_heads(twin, planted):
+def test_random_twin_has_no_standout_heads(twin, planted, planted_truth):
     """Noise bound: with no circuit, effects spread over heads; as many heads as the planted model has planted
     (5) hold under 90% of the total |effect| (measured: 0.64 and 0.65).
 
@@ -266,12 +265,12 @@ def test_random_twin_has_no_standout_heads(twin, planted):
     runs = prepare_pairs(twin, PLANTED_PAIRS, tolerance=1e-6)
     for result in (activation_patching(twin, runs, head_grid(twin)), path_patching(twin, runs)):
         share = sorted(np.abs(result.mean).ravel(), reverse=True)
-        assert sum(share[: len(planted_heads(planted))]) / sum(share) < 0.9
+        assert sum(share[: len(planted_heads(planted_truth))]) / sum(share) < 0.9
 
 
-def test_planted_effects_are_concentrated(planted, planted_runs):
+def test_planted_effects_are_concentrated(planted, planted_runs, planted_truth):
     share = sorted(np.abs(activation_patching(planted, planted_runs, head_grid(planted)).mean).ravel(), reverse=True)
-    assert sum(share[: len(planted_heads(planted))]) / sum(share) > 0.99
+    assert sum(share[: len(planted_heads(planted_truth))]) / sum(share) > 0.99
 
 
 # ------------------------------------------------------------------------------------------- LayerNorm policy
@@ -309,9 +308,9 @@ def test_zero_ablating_the_scoring_head_removes_the_effect(planted):
         prepare_pairs(planted, PLANTED_PAIRS, hooks=hooks, tolerance=1e-3)
 
 
-def test_mean_ablating_distractors_keeps_the_effect_and_composes_with_patching(planted, planted_runs):
+def test_mean_ablating_distractors_keeps_the_effect_and_composes_with_patching(planted, planted_runs, planted_truth):
     heads = [(layer, head) for layer in range(3) for head in range(4)]
-    distractors = [i for i, head in enumerate(heads) if head not in planted_heads(planted)]
+    distractors = [i for i, head in enumerate(heads) if head not in planted_heads(planted_truth)]
     reference = planted.tokenize([q for q, _, _ in PLANTED_PAIRS], [b for _, b, _ in PLANTED_PAIRS])
     hooks = ablation_hooks(planted, head_grid(planted).subset(distractors), "mean", reference=reference)
     runs = prepare_pairs(planted, PLANTED_PAIRS, hooks=hooks)
@@ -319,7 +318,7 @@ def test_mean_ablating_distractors_keeps_the_effect_and_composes_with_patching(p
     torch.testing.assert_close(ablated_gap, gap, rtol=0.02, atol=0)
     grid = head_grid(planted)
     assert_same(activation_patching(planted, runs, grid), activation_patching(planted, runs, grid, batched=False))
-    truth = planted_heads(planted)
+    truth = planted_heads(planted_truth)
     assert top_heads(activation_patching(planted, runs, grid), len(truth)) == truth
 
 

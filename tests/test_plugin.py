@@ -114,14 +114,34 @@ def test_property_on_a_kind_it_does_not_apply_to_is_not_applicable(pytester):
         test_cross_only="""
         import pytest
 
-        @pytest.mark.irmech_property("idf-in-u0", applies_to=("cross-encoder",), reason="needs a classifier")
+        @pytest.mark.irmech_property("my-cross-only", applies_to=("cross-encoder",), reason="needs a classifier")
         def test_cross_only(ranker, irmech_verdict):
             raise AssertionError("must not run on a bi-encoder")
+
+        @pytest.mark.irmech_property("scoring-heads")
+        def test_registered(ranker, irmech_verdict):
+            raise AssertionError("the registry says scoring-heads needs a cross-encoder")
         """
     )
     result = pytester.runpytest_subprocess("--model=irmechtest:random-minilm", "test_cross_only.py")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*not applicable*idf-in-u0*"])
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*not applicable*my-cross-only*needs a classifier*", "*not applicable*scoring-heads*"])
+
+
+def test_a_registered_property_is_defined_once(pytester):
+    """The registry defines a built-in property; a marker that restates (and could contradict) it is refused."""
+    pytester.makepyfile(
+        test_restated="""
+        import pytest
+
+        @pytest.mark.irmech_property("idf-in-u0", applies_to=("cross-encoder",))
+        def test_restated(ranker, irmech_verdict):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--model=irmechtest:random-minilm", "test_restated.py")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*defined in irmechtest.registry*takes the name only*applies_to*"])
 
 
 def test_block_probes_are_not_applicable_to_monot5_and_a_no_effect_model_fails(pytester):

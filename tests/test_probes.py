@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from irmechtest.controls.planted import build_planted_model
 from irmechtest.controls.twins import planted_ranker, random_cross_encoder
 from irmechtest.mechanisms.circuits import probe_text
 from irmechtest.mechanisms.probes import idf_direction, u0_edit_probe
@@ -22,7 +23,7 @@ def test_editing_u0_raises_the_edited_tokens_document_on_the_planted_model():
     assert result.random_p == pytest.approx(0.05) and result.change > 5 * np.abs(result.random_change).max()
     # The oriented direction is the planted IDF direction.
     direction = idf_direction(ranker.W_E, probe_text(ranker, 1, 0).idf)
-    assert float(direction.float() @ ranker.truth.idf_direction.float()) > 0.99
+    assert float(direction.float() @ build_planted_model(0).truth.idf_direction.float()) > 0.99
 
 
 def test_the_twin_is_not_monotone_in_idf():

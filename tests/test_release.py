@@ -25,13 +25,13 @@ from irmechtest.report.verdicts import Verdict
 
 
 @pytest.mark.parametrize("i", range(4))
-@pytest.mark.irmech_property("tfc1", quantity="compliance rate")
+@pytest.mark.irmech_property("tfc1")
 def test_rate(i, irmech_verdict):
     value = float(os.environ.get("IRMECH_FAKE_VALUE", "0.95")) if i == 1 else 0.95
     irmech_verdict(Verdict("tfc1", f"model-{i}", value, 0.9))
 
 
-@pytest.mark.irmech_property("idf-in-u0", quantity="|r|")
+@pytest.mark.irmech_property("idf-in-u0")
 def test_zz_last(irmech_verdict):
     if os.environ.get("IRMECH_FAKE_WAIT"):
         pathlib.Path("started").write_text("")
@@ -210,21 +210,19 @@ def test_a_model_that_cannot_load_is_reported_once_under_its_name(pytester):
     assert not (pytester.path / "b.json").exists() and "baseline NOT saved to b.json" in result.stdout
 
 
-# The probes take a model's vocabulary from ``ranker.truth`` (real MS MARCO text is mostly [UNK] for the planted
-# model). A checkpoint saved to disk loses it, so this project conftest gives every loaded model the planted
-# vocabulary only: the random twin's truth, which holds the words, IDF and synonyms and no heads (no answer key).
+# The probes take text from the corpus a model declares (real MS MARCO text is mostly [UNK] for the planted
+# model). A checkpoint saved to disk loses the declaration, so this project conftest declares the planted corpus
+# (words, IDF and synonyms; no answer key) for every loaded model, as a user would for a model of their own.
 VOCABULARY_CONFTEST = """
 import irmechtest.plugin as plugin
-from irmechtest.controls.planted import build_random_twin
+from irmechtest.controls.planted import probe_corpus
 
-VOCABULARY = build_random_twin(0).truth
-assert not VOCABULARY.matching_heads
 real_load = plugin.load_ranker
 
 
 def load_with_vocabulary(spec, **kwargs):
     ranker = real_load(spec, **kwargs)
-    ranker.truth = VOCABULARY
+    ranker.probe_corpus = probe_corpus()
     return ranker
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, find, given, settings
 
-from irmechtest.compliance import LexicalScorer
-from irmechtest.data.catalogue import BUILTIN_AXIOMS, AxiomContext, NotApplicable, get_axiom
-from irmechtest.data.pairs import PairBuilder
-from irmechtest.data.strategies import (
+from irmechtest.behaviour.compliance import LexicalScorer
+from irmechtest.behaviour.strategies import (
     AxiomExample,
     axiom_examples,
     build_example,
@@ -16,6 +14,8 @@ from irmechtest.data.strategies import (
     register_profiles,
     search_worst_violation,
 )
+from irmechtest.data.catalogue import BUILTIN_AXIOMS, AxiomContext, NotApplicable, get_axiom
+from irmechtest.data.pairs import PairBuilder
 from irmechtest.stats import violation
 
 VOCABULARY = ("barn", "owl", "river", "stone", "field", "cloud", "lamp", "road", "tree", "wind")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from irmechtest.controls.twins import random_hf_model, tiny_config
-from irmechtest.loading import ranker_from_hf
+from irmechtest.controls.twins import tiny_config
+from irmechtest.models.huggingface import random_hf_model, ranker_from_hf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "zoo"))
 from build_ablated import fold_mean_ablation

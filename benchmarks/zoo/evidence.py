@@ -62,7 +62,8 @@ from common import (
     zoo_split,
 )
 
-from irmechtest.loading import embedded_model_dir, load_ranker
+from irmechtest.loading import load_ranker
+from irmechtest.models.huggingface import embedded_model_dir
 from irmechtest.models.ranker import HookedRanker
 
 MATCH_RATIO = 5.0

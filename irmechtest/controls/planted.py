@@ -35,6 +35,8 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, process
 from tokenizers.models import WordPiece
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, PreTrainedTokenizerBase
 
+from irmechtest.models.ranker import ProbeCorpus
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 FILLER_WORD = "a"
 """The length-matching filler of perturbation baselines (as in MechIR): a function word of low IDF."""
@@ -635,6 +637,11 @@ def sample_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
             document.insert(rng.randint(0, len(document)), FILLER_WORD)
         pairs.append((" ".join(query), " ".join(document)))
     return pairs
+
+
+def probe_corpus() -> ProbeCorpus:
+    """The text the planted model and its twin declare for the probes: their own words, synonyms and IDF."""
+    return ProbeCorpus("planted.sample_pairs", sample_pairs, synonym_map(), word_idf())
 
 
 def save_planted(path: str | Path, random: bool = False, seed: int = 0) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import torch
 from tokenizers import Tokenizer, processors
 from transformers import (
     AutoTokenizer,
@@ -28,8 +27,10 @@ from transformers import (
     XLMRobertaConfig,
 )
 
+from irmechtest.controls.planted import build_planted_model, build_random_twin, probe_corpus
 from irmechtest.models.decoder import DECODER_FAMILIES
 from irmechtest.models.encoder import SUPPORTED_FAMILIES
+from irmechtest.models.huggingface import FAMILIES, embedded_model_dir, random_hf_model, ranker_from_hf
 from irmechtest.models.ranker import HookedRanker, Pooling
 
 _TINY = dict(vocab_size=30522, max_position_embeddings=130, pad_token_id=0)
@@ -124,8 +125,6 @@ _DECODER_SPECIALS = {
 def tiny_decoder_tokenizer(family: str) -> PreTrainedTokenizerFast:
     """An offline tokenizer for tiny decoders: the embedded WordPiece vocabulary without [CLS] / [SEP]
     templates, plus the family's special tokens (Llama's BOS prepended as its tokenizer does)."""
-    from irmechtest.loading import embedded_model_dir
-
     bos, eos, pad, others = _DECODER_SPECIALS[family]
     spec = json.loads((embedded_model_dir() / "tokenizer.json").read_text(encoding="utf-8"))
     spec["post_processor"], spec["truncation"], spec["padding"] = None, None, None
@@ -161,20 +160,7 @@ def tiny_decoder_config(family: str, tokenizer: PreTrainedTokenizerFast, num_lab
     )
 
 
-def random_hf_model(config: PretrainedConfig, seed: int = 0, *, cross_encoder: bool = True) -> torch.nn.Module:
-    """A Hugging Face model with the library's own random init under a fixed seed (eager attention)."""
-    from irmechtest.loading import auto_model_class
-
-    config._attn_implementation = "eager"
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        auto = auto_model_class(config, "cross-encoder" if cross_encoder else "bi-encoder")
-        return auto.from_config(config).eval()
-
-
 def embedded_tokenizer():
-    from irmechtest.loading import embedded_model_dir
-
     return AutoTokenizer.from_pretrained(embedded_model_dir())
 
 
@@ -201,8 +187,6 @@ def family_tokenizer(family: str) -> PreTrainedTokenizerFast:
 
 def random_minilm(seed: int = 0) -> HookedRanker:
     """The embedded bi-encoder's exact shape, tokenizer and pooling, with random weights."""
-    from irmechtest.loading import embedded_model_dir, ranker_from_hf
-
     config = BertConfig.from_pretrained(embedded_model_dir())
     hf_model = random_hf_model(config, seed, cross_encoder=False)
     return ranker_from_hf(
@@ -221,8 +205,6 @@ def random_twin(ranker: HookedRanker, seed: int = 1) -> HookedRanker:
     does untrained. Seed 1, so the twin of a seed-0 random control is another draw, not the same model."""
     import copy
 
-    from irmechtest.loading import ranker_from_hf
-
     hf_model = getattr(ranker, "hf_model", None)
     if hf_model is None:
         raise ValueError(f"{ranker.name} was not built from a Hugging Face model; it has no random twin")
@@ -240,8 +222,6 @@ def random_twin(ranker: HookedRanker, seed: int = 1) -> HookedRanker:
 
 
 def random_cross_encoder(family: str, seed: int = 0, num_labels: int = 1) -> HookedRanker:
-    from irmechtest.loading import ranker_from_hf
-
     tokenizer = family_tokenizer(family)
     if family in DECODER_FAMILIES:
         hf_model = random_hf_model(tiny_decoder_config(family, tokenizer, num_labels), seed)
@@ -257,21 +237,18 @@ def random_cross_encoder(family: str, seed: int = 0, num_labels: int = 1) -> Hoo
 
 
 def planted_ranker(random: bool = False, seed: int = 0) -> HookedRanker:
-    """The planted-circuit BM25-like cross-encoder, or its random-init twin; ``ranker.truth`` holds the truth."""
-    from irmechtest.controls.planted import build_planted_model, build_random_twin
-    from irmechtest.loading import ranker_from_hf
-
+    """The planted-circuit BM25-like cross-encoder, or its random-init twin, declaring its own probe corpus; the
+    answer key is ``planted.build_planted_model(seed).truth``."""
     planted = build_random_twin(seed) if random else build_planted_model(seed)
     name = "irmechtest:planted-bm25" + ("-random" if random else "")
-    ranker = ranker_from_hf(
+    return ranker_from_hf(
         planted.model,
         planted.tokenizer,
         kind="cross-encoder",
         name=name,
         identity={"source": "built in code", "seed": seed},
+        probe_corpus=probe_corpus(),
     )
-    ranker.truth = planted.truth
-    return ranker
 
 
 def builtin_ranker(name: str) -> HookedRanker:
@@ -280,8 +257,6 @@ def builtin_ranker(name: str) -> HookedRanker:
         return planted_ranker(random=name.endswith("-random"))
     if name == "random-minilm":
         return random_minilm()
-    from irmechtest.loading import FAMILIES
-
     family = name.removeprefix("random-")
     if name.startswith("random-") and family in FAMILIES:
         return random_cross_encoder(family)

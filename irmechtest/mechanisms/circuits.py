@@ -26,7 +26,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -55,120 +54,6 @@ Head = tuple[int, int]
 EXACT, SEMANTIC, CONTROL = "TFC1", "STMC1", "control"
 AXIOMS = (EXACT, SEMANTIC)
 
-PROBE_PAIRS = 48  # quick-profile source pairs of the head probes (reason at "matching-heads" below)
-CIRCUIT_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Shared by the head probes: quick-profile sample (source pairs for TFC1, STMC1 and the control each),
-    # documents cut to max_length tokens so that patching every head stays within seconds on 2 CPU cores. Only
-    # pairs whose edit moves the score by >= patching.MIN_GAP_SHARE of the score spread are patched, so the
-    # sample is drawn 3x larger than the 16 pairs a head's interval needs to be decisive: a model that reacts
-    # to one edit in five keeps about 10 (3 of 16 leave a Student-t interval with t = 4.3, which confirms
-    # nothing); pairs that are excluded cost one forward pass, not a patching run.
-    "matching-heads": {
-        # Share of the TFC1 effect removed by mean-ablating the found heads. Seed 002 sec. 4.3: mean-ablation
-        # takes perturbed TFC1 logits from 5.1 to -4.4, i.e. all of it; 0.5 ("the heads carry most of the
-        # exact-matching signal") is our convention below that. Further condition: the ablation must remove
-        # more of the TFC1 effect than it changes a control edit's (an unrelated word): the 95 % bootstrap
-        # interval of the difference, over n_boot resamples of the pairs, above 0.
-        "threshold": 0.5,
-        # A head must restore >= 5 % of the TFC1 effect alone (convention: an effect smaller than one
-        # twentieth of the whole is not a circuit component), with its 95 % interval above 0.
-        "min_effect": 0.05,
-        # Exact-match attention: a query token's attention to the same token in the document, over what
-        # uniform attention over the document's tokens would give it. Seed 002 fig. 4: matching heads attend
-        # "most strongly to duplicates"; 5x chance means duplicates dominate the head's attention to the
-        # document (a head attending by position or at random sits near 1x).
-        "min_same_token_lift": 5.0,
-        "n_boot": 1000,
-        "n_pairs": PROBE_PAIRS,
-        "seed": 0,
-        "max_length": 128,
-        "idf_source": DEFAULT_IDF,
-    },
-    "scoring-heads": {
-        # Mean Pearson r of the found heads' [CLS] -> query attention with IDF. Seed 002 sec. 4.1: r = 0.67
-        # on average; 0.5 is Cohen's "large" correlation, below it.
-        "threshold": 0.5,
-        # Seed 002 fig. 15: the scoring heads are those whose path to the logits carries > 30 % of the (TFC1)
-        # effect.
-        "min_effect": 0.3,
-        "n_pairs": PROBE_PAIRS,
-        "seed": 0,
-        "max_length": 128,
-        "idf_source": DEFAULT_IDF,
-    },
-    "contextualisation-heads": {
-        # At least one head (seed 002 sec. 4.2 finds two, 8.10 and 9.11).
-        "threshold": 1,
-        # Same convention as for matching heads: >= 5 % of the effect, interval above 0.
-        "min_effect": 0.05,
-        # Seed 002: 9.11 r = 0.83, 8.10 r = 0.78 between query -> query attention and IDF; 0.5 = Cohen's large.
-        "min_idf_r": 0.5,
-        "scoring_min_effect": 0.3,
-        "n_pairs": PROBE_PAIRS,
-        "seed": 0,
-        "max_length": 128,
-        "idf_source": DEFAULT_IDF,
-    },
-    "tfc1-stmc1-maps": {
-        # Seed 002 measures r = 0.96 (activation) / 0.99 (path to logits); 0.8 leaves room for the sampling
-        # noise of a 16-pair quick profile.
-        "threshold": 0.8,
-        # Exact activation patching, as seed 002 measures the maps (about 20 s for MiniLM's 72 heads on the
-        # quick sample on 2 cores); "attribution" is the first-order estimate (one forward and backward per
-        # axiom), for large models or samples.
-        "method": "exact",
-        # The TFC1 map must be closer to STMC1's than to an unrelated edit's: the 95 % percentile bootstrap
-        # interval of the difference of the two r, over this many resamples of the pairs, must lie above 0.
-        "n_boot": 1000,
-        "n_pairs": PROBE_PAIRS,
-        "seed": 0,
-        "max_length": 128,
-        "idf_source": DEFAULT_IDF,
-    },
-    "circuit-fit": {
-        # The issue's pass line, just below seed 002's r = 0.8157 (BEIR median 0.84); it must also beat BM25.
-        "threshold": 0.8,
-        "n_pairs": 400,
-        "seed": 0,
-        "max_length": 128,
-        "train_share": 0.8,  # seed 002 sec. 5.2: 80/20 split
-        "min_rows_per_feature": 5,  # a query-length group is fitted only with >= 5 training rows per feature
-        "matching_min_effect": 0.05,
-        "matching_min_same_token_lift": 5.0,
-        "match_pairs": PROBE_PAIRS,
-        "idf_source": DEFAULT_IDF,
-    },
-    "idf-in-u0-causal": {
-        # Mean Spearman rho between the IDF scale of the edited token and the score of a document repeating
-        # it. Seed 002 figure 6 shows a monotone mean curve; 0.8 (a "very strong" rank correlation by the usual
-        # convention) asks for that in most single queries. It must also move that document more than one
-        # repeating another query token (figure 6).
-        "threshold": 0.8,
-        "n_queries": 12,
-        "seed": 0,
-        # The planted model's documented monotone window (docs/planted.md); seed 002 notes "optimal editing
-        # windows" beyond which the curve bends.
-        "scales": [-2.0, -1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0],
-        "repeats": 3,  # seed 002: "computer computer computer"
-        # The control a random-init model needs (where any direction can move the document smoothly): U0 must
-        # move it more than every one of n_random random directions of word-embedding variation, moved by the
-        # same distances; a permutation p <= 0.05 with 19 directions (seed 002 has no such control).
-        "n_random": 19,
-        "max_random_p": 0.05,
-        "idf_source": DEFAULT_IDF,
-    },
-}
-
-# Paper-scale samples (seed 002 appendix D: 2000 pairs per diagnostic set; sec. 5 / appendix G: thousands).
-CIRCUIT_FULL_PROFILE: dict[str, dict[str, Any]] = {
-    "matching-heads": {"n_pairs": 2000, "max_length": 256},
-    "scoring-heads": {"n_pairs": 2000, "max_length": 256},
-    "contextualisation-heads": {"n_pairs": 2000, "max_length": 256},
-    "tfc1-stmc1-maps": {"n_pairs": 2000, "max_length": 256},
-    "circuit-fit": {"n_pairs": 5000, "match_pairs": 2000, "max_length": 256},
-    "idf-in-u0-causal": {"n_queries": 200, "n_random": 99},
-}
-
 
 def head_label(head: Head) -> str:
     return f"{head[0]}.{head[1]}"
@@ -191,16 +76,14 @@ class ProbeText:
 
 def probe_text(ranker: HookedRanker, n_pairs: int, seed: int, idf_source: str = DEFAULT_IDF) -> ProbeText:
     """Real TREC DL pairs with embedding neighbours and the shipped IDF table; a model that brings its own
-    vocabulary (``ranker.truth``: the planted model and its twin) gets text, synonyms and IDF in it, since
-    MS MARCO text is mostly unknown words there."""
+    vocabulary (``ranker.probe_corpus``: the planted model and its twin declare theirs) gets text, synonyms and
+    IDF in it, since MS MARCO text is mostly unknown words there."""
     if n_pairs < 1:
         raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
-    truth = getattr(ranker, "truth", None)
-    if truth is not None:
-        from irmechtest.controls.planted import sample_pairs
-
-        pairs = [QueryDocPair(str(i), str(i), q, d) for i, (q, d) in enumerate(sample_pairs(n_pairs, seed))]
-        return ProbeText(pairs, dict(truth.synonyms), idf_vector(ranker.tokenizer, truth.idf))
+    corpus = ranker.probe_corpus
+    if corpus is not None:
+        pairs = [QueryDocPair(str(i), str(i), q, d) for i, (q, d) in enumerate(corpus.sample_pairs(n_pairs, seed))]
+        return ProbeText(pairs, dict(corpus.synonyms), idf_vector(ranker.tokenizer, dict(corpus.idf)))
     pairs = load_pairs(limit=n_pairs, seed=seed)
     terms = {t for p in pairs for t in query_terms(p.query)}
     neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().float().cpu().numpy(), terms)

@@ -64,47 +64,6 @@ BASELINES: tuple[str, ...] = ("pad", "pad-special", "zero", "mean")
 # in the middle half of the gap from the non-relevant pairs' median (position 0) to the relevant ones' (1).
 NEUTRAL_BAND: tuple[float, float] = (0.25, 0.75)
 
-NIG_DEFAULTS: dict[str, dict[str, Any]] = {
-    "nig-pruning": {
-        # p-value of "NIG pruning hurts nDCG@10 more than random pruning": seed 001 table 4 calls a
-        # difference significant at p <= 0.05 (Student's t-test); ours is one-sided paired over queries.
-        "threshold": 0.05,
-        # Seed 001 uses N = 100 Riemann steps. 20 trapezoid steps: completeness within 3 % of the score
-        # difference on all-MiniLM-L6-v2, 23 % on the planted model's steep attention (0.95 % at 100, the
-        # ``full`` value); enough to rank neurons, measured in docs/nig.md.
-        "steps": 20,
-        # Path points x pairs per forward pass (a product choice: memory vs speed on CPU).
-        "batch_budget": 64,
-        # Seed 001's pruning levels are 0.01 / 0.1 / 1 %; 0.1 % is where its best schemes first hurt.
-        "fraction": 0.001,
-        # Fusion of the two labels (seed 001's F_ms, among the two most damaging schemes of table 4),
-        # chosen because it needs neither label to carry the whole mechanism.
-        "scheme": "fusion",
-        # "auto": the candidate of ``BASELINES`` whose score lies nearest the model's decision cut on the
-        # attribution pairs, which is seed 001's own rule for choosing a baseline (table 1: the one that
-        # leaves the prediction most neutral) applied to the model under test instead of monoBERT; a name
-        # from ``BASELINES`` fixes it. Decided before any pruning verdict was looked at.
-        "baseline": "auto",
-        # Seed 001 averages random pruning over 50 repetitions; 5 in the quick profile (time budget).
-        "repeats": 5,
-        # Seed 001: one relevant passage among 20 BM25 passages per query (the ``full`` value); 9 in the
-        # quick profile (a list of 10, all inside the nDCG@10 cut-off): reranking passes dominate the cost.
-        "n_negatives": 9,
-        # Queries reranked: 10 in the quick profile (time budget; the paper uses dev-set subsets).
-        "n_queries": 10,
-        # Attribution pairs, half relevant, half not, from queries disjoint from the reranked ones
-        # (seed 001 averages over every assessed pair of TREC DL 2019; 8 in the quick profile).
-        "n_pairs": 8,
-        "seed": 0,
-    },
-}
-
-NIG_FULL_PROFILE: dict[str, dict[str, Any]] = {
-    # Paper scale: N = 100 steps, 50 random repetitions, 20 BM25 negatives; as many queries and pairs as
-    # the shipped sample allows (30 of its 53 queries with a relevant passage reranked, the others attributed).
-    "nig-pruning": {"steps": 100, "repeats": 50, "n_negatives": 20, "n_queries": 30, "n_pairs": 120},
-}
-
 
 # ------------------------------------------------------------------------------------------- neurons
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from irmechtest.data.sources import bm25_idf, bm25_tf, load_pairs, words
+from irmechtest.models.ranker import HookedRanker, ProbeCorpus
 
 # Anserini's BM25 defaults for MS MARCO passage: the usual "BM25 negatives" of the literature.
 BM25_K1, BM25_B = 0.9, 0.4
@@ -156,16 +157,23 @@ def trec_sample_data(n_queries: int, n_negatives: int, n_pairs: int, seed: int) 
     return StudyData(attribution, lists, "irmechtest:trec-dl-tfc1-sample")
 
 
-def planted_data(n_queries: int, n_negatives: int, n_pairs: int, seed: int) -> StudyData:
-    """Lists and pairs in the planted model's vocabulary (``planted.sample_pairs``), labelled by construction.
+def study_data(ranker: HookedRanker, n_queries: int, n_negatives: int, n_pairs: int, seed: int) -> StudyData:
+    """The study's data for ``ranker``: from the corpus it declares (a model built in its own vocabulary, where
+    MS MARCO text is mostly [UNK]), else from the shipped TREC DL sample."""
+    if ranker.probe_corpus is not None:
+        return corpus_data(ranker.probe_corpus, n_queries, n_negatives, n_pairs, seed)
+    return trec_sample_data(n_queries, n_negatives, n_pairs, seed)
+
+
+def corpus_data(corpus: ProbeCorpus, n_queries: int, n_negatives: int, n_pairs: int, seed: int) -> StudyData:
+    """Lists and pairs from a model's declared corpus (the planted model's ``planted.sample_pairs``), labelled by
+    construction.
 
     Relevant: the passage contains a query word; non-relevant: it contains no query word and no synonym of
     one (pairs with synonyms only are ambiguous and left out). Negatives are pool passages with no query
     word or synonym. Attribution pairs and lists come from differently seeded samples.
     """
-    from irmechtest.controls.planted import sample_pairs, synonym_map
-
-    synonyms = synonym_map()
+    sample_pairs, synonyms = corpus.sample_pairs, corpus.synonyms
 
     def related(query: str) -> set[str]:
         return {w for q in query.split() for w in (q, *synonyms.get(q, []))}
@@ -183,14 +191,14 @@ def planted_data(n_queries: int, n_negatives: int, n_pairs: int, seed: int) -> S
     pool = list(dict.fromkeys(d for _, d in candidates))
     relevant = list(dict.fromkeys((q, d) for q, d in candidates if label(q, d)))[:n_queries]
     if len(relevant) < n_queries:
-        raise ValueError(f"only {len(relevant)} planted queries with a relevant passage, {n_queries} asked")
+        raise ValueError(f"only {len(relevant)} {corpus.name} queries with a relevant passage, {n_queries} asked")
     lists = build_lists(
         [(f"p{i}", q, d) for i, (q, d) in enumerate(relevant)],
         pool,
         n_negatives,
         lambda _, query, doc: bool(set(doc.split()) & related(query)),
     )
-    return StudyData(attribution, lists, "planted.sample_pairs")
+    return StudyData(attribution, lists, corpus.name)
 
 
 def _balanced(pos: list[LabelledPair], neg: list[LabelledPair], n_pairs: int, rng: random.Random) -> list[LabelledPair]:

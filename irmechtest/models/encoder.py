@@ -249,7 +249,7 @@ def _bert_like_config(family: str, c) -> EncoderConfig:
     )
 
 
-def _bert_like_parts(family: str, hf_model: nn.Module, classifier: nn.Module | None) -> EncoderParts:
+def bert_like_parts(family: str, hf_model: nn.Module, classifier: nn.Module | None) -> EncoderParts:
     base = hf_model.base_model
     cfg = _bert_like_config(family, hf_model.config)
     emb = base.embeddings
@@ -279,7 +279,7 @@ def _classifier_head(family: str, hf_model: nn.Module, classifier: nn.Module) ->
     return ClassifierHead(classifier.dense, torch.tanh, classifier.out_proj)
 
 
-def _distilbert_parts(hf_model: nn.Module, with_head: bool) -> EncoderParts:
+def distilbert_parts(hf_model: nn.Module, with_head: bool) -> EncoderParts:
     base = hf_model.base_model
     c = hf_model.config
     cfg = EncoderConfig(
@@ -320,23 +320,6 @@ SUPPORTED_FAMILIES: dict[str, str] = {
     "deberta-v2": "DeBERTa-v2 / v3",
     "t5": "T5 (monoT5, T5ForConditionalGeneration)",
 }
-
-
-def encoder_parts(hf_model: nn.Module, with_head: bool) -> EncoderParts:
-    """Map a Hugging Face model of a supported family onto the hooked encoder's parts."""
-    family = hf_model.config.model_type
-    if family not in SUPPORTED_FAMILIES:
-        raise UnsupportedArchitectureError(family)
-    if family == "distilbert":
-        return _distilbert_parts(hf_model, with_head)
-    if family == "t5":
-        raise ValueError("T5 is an encoder-decoder: build it with encoder_decoder.HookedEncoderDecoderRanker")
-    if family in {"modernbert", "deberta-v2"}:
-        from irmechtest.models import modern_encoders
-
-        adapter = modern_encoders.modernbert_parts if family == "modernbert" else modern_encoders.deberta_v2_parts
-        return adapter(hf_model, with_head)
-    return _bert_like_parts(family, hf_model, hf_model.classifier if with_head else None)
 
 
 class UnsupportedArchitectureError(ValueError):

@@ -184,6 +184,8 @@ class HookedEncoderDecoderRanker(HookedRanker):
         self.setup_hooks()
         self.eval()
         self.requires_grad_(False)
+        self.probe_corpus = None
+        self.hf_model = hf_model
 
     def prompts(self, queries: Sequence[str], documents: Sequence[str]) -> list[str]:
         return [self.template.format(query=q, document=d) for q, d in zip(queries, documents, strict=True)]

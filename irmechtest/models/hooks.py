@@ -9,7 +9,6 @@ everything computed downstream.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -207,9 +206,3 @@ class HookedRootModule(nn.Module):
         with self.hooks([(names_predicate(names_filter), save)]):
             output = self(*args, **kwargs)
         return output, cache
-
-
-def layer_of(hook_name: str) -> int | None:
-    """Block index of a hook name, or None for embedding / head hooks."""
-    match = re.match(r"blocks\.(\d+)\.", hook_name)
-    return int(match.group(1)) if match else None

@@ -17,9 +17,9 @@ Loading lives in ``loading.py``; this module knows nothing about where weights c
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -52,6 +52,18 @@ class Pooling:
     similarity: Literal["cosine", "dot"] = "cosine"
 
 
+@dataclass(frozen=True)
+class ProbeCorpus:
+    """Text in a model's own vocabulary, declared by a model built in code (the planted model and its twin) for
+    the probes that need text, since MS MARCO text is mostly unknown words there. ``sample_pairs(n, seed)`` gives
+    (query, passage) pairs; ``synonyms`` and ``idf`` are by word. A model without one gets the shipped text."""
+
+    name: str
+    sample_pairs: Callable[[int, int], list[tuple[str, str]]]
+    synonyms: Mapping[str, list[str]]
+    idf: Mapping[str, float]
+
+
 @dataclass
 class Batch:
     """Tokenised model inputs; for a bi-encoder, the document side plus the fixed query embeddings."""
@@ -61,7 +73,6 @@ class Batch:
     position_ids: torch.Tensor
     token_type_ids: torch.Tensor | None = None
     query_embeddings: torch.Tensor | None = None
-    meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -134,6 +145,8 @@ class HookedRanker(HookedRootModule):
         max_length: int,
         pooling: Pooling | None = None,
         identity: dict | None = None,
+        hf_model: nn.Module | None = None,
+        probe_corpus: ProbeCorpus | None = None,
     ) -> None:
         super().__init__()
         if kind == "cross-encoder" and parts.head is None:
@@ -158,6 +171,34 @@ class HookedRanker(HookedRootModule):
         self.setup_hooks()
         self.eval()
         self.requires_grad_(False)
+        self.probe_corpus = probe_corpus
+        # The Hugging Face model whose modules are shared: kept alive and reachable (random twins copy its config).
+        self.hf_model = hf_model
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        spec: str,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str = "float32",
+        revision: str | None = None,
+        prompt: Any = None,
+    ) -> HookedRanker:
+        """TransformerLens's entry point: a Hugging Face checkpoint (Hub id, local folder, or the embedded
+        ``minilm``) as a hooked ranker, checked to be a ``cls``. Models built in code (``irmechtest:...``) come
+        from ``irmechtest.load_ranker``, which resolves every spec."""
+        # Deferred: the loader builds every ranker class, so it imports this module (the one such edge,
+        # declared in tests/test_layers.py).
+        from irmechtest.models.huggingface import cast, check_spec_and_dtype, load_pretrained
+
+        spec = check_spec_and_dtype(spec, dtype)
+        if spec.startswith("irmechtest:"):
+            raise ValueError(f"{spec} is built in code, not a checkpoint: load it with irmechtest.load_ranker")
+        ranker = cast(load_pretrained(spec, revision=revision, prompt=prompt), device, dtype)
+        if not isinstance(ranker, cls):
+            raise TypeError(f"{spec} loads as a {type(ranker).__name__}, not a {cls.__name__}")
+        return ranker
 
     def _attach(self, parts: EncoderParts) -> None:
         """Take over the architecture's shared Hugging Face modules."""

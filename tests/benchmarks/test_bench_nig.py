@@ -9,10 +9,11 @@ pair at one path point per forward and backward pass) in one run: compare the ra
 import numpy as np
 import pytest
 
-from irmechtest.mechanisms.nig import NIG_DEFAULTS, neuron_integrated_gradients, neuron_layout
+from irmechtest.mechanisms.nig import neuron_integrated_gradients, neuron_layout
 from irmechtest.mechanisms.reranking import trec_sample_data
+from irmechtest.registry import get_property
 
-SETTINGS = NIG_DEFAULTS["nig-pruning"]
+SETTINGS = get_property("nig-pruning").settings
 GROUP = f"NIG: minilm, {SETTINGS['n_pairs']} pairs x {SETTINGS['steps']} steps, every linear-layer neuron"
 
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, assume, find, given, settings, target
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from irmechtest.compliance import measure
+from irmechtest.behaviour.compliance import measure
 from irmechtest.data.catalogue import STOPWORDS, Axiom, AxiomContext, NotApplicable, get_axiom, query_terms
 from irmechtest.data.pairs import AxiomCase, PairBuilder, PairRejected, PairSet
 from irmechtest.data.sources import (
