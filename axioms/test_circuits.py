@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from irmechtest.mechanisms import circuits as C
+from irmechtest.mechanisms.circuit_fit import all_heads, circuit_fit
 from irmechtest.report.verdicts import Evidence, Outcome, Verdict
 
 
@@ -273,7 +274,7 @@ def test_linear_circuit_fit(ranker, irmech_settings, irmech_verdict, matching_he
         min_same_token_lift=s["matching_min_same_token_lift"],
     ).heads
     # No matching head found: seed 002 sec. 5's total matching score over every head (alpha_k fitted), said so.
-    heads = found or C.all_heads(ranker)
+    heads = found or all_heads(ranker)
     source = (
         "matching heads " + ", ".join(map(C.head_label, found))
         if found
@@ -284,7 +285,7 @@ def test_linear_circuit_fit(ranker, irmech_settings, irmech_verdict, matching_he
     )
     details: dict[str, Any] = {"seed": s["seed"], "n_pairs": s["n_pairs"], "all_heads_fallback": not found}
     text = C.probe_text(ranker, s["n_pairs"], s["seed"], s["idf_source"])
-    fit = C.circuit_fit(
+    fit = circuit_fit(
         ranker,
         [(p.query, p.text) for p in text.pairs],
         heads,

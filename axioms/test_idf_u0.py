@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from irmechtest.data.sources import idf_vector, resolve_idf_source
+from irmechtest.data.idf import idf_vector, resolve_idf_source
 from irmechtest.mechanisms.probes import svd_idf_probe
 from irmechtest.report.verdicts import Evidence, Verdict
 

@@ -18,13 +18,8 @@ zeroing document-side neurons is a well-defined pruning of the ranker.
 
 import pytest
 
-from irmechtest.mechanisms.nig import (
-    baseline_checks,
-    choose_baseline,
-    neuron_integrated_gradients,
-    pruning_study,
-    top_fraction,
-)
+from irmechtest.mechanisms.nig import baseline_checks, choose_baseline, neuron_integrated_gradients
+from irmechtest.mechanisms.pruning import pruning_study, top_fraction
 from irmechtest.mechanisms.reranking import study_data
 from irmechtest.report.verdicts import Evidence, Verdict
 

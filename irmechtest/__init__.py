@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "load_ranker": "irmechtest.loading",
     "HookedRanker": "irmechtest.models.ranker",
     "Batch": "irmechtest.models.ranker",
+    "ProbeCorpus": "irmechtest.models.ranker",
     "act_name": "irmechtest.models.hooks",
     "ActivationCache": "irmechtest.models.hooks",
     "Axiom": "irmechtest.data.catalogue",
@@ -34,6 +35,9 @@ _EXPORTS: dict[str, str] = {
     "activation_patching": "irmechtest.mechanisms.patching",
     "attribution_patching": "irmechtest.mechanisms.patching",
     "path_patching": "irmechtest.mechanisms.patching",
+    "Property": "irmechtest.registry",
+    "register_property": "irmechtest.registry",
+    "get_property": "irmechtest.registry",
     "Verdict": "irmechtest.report.verdicts",
     "Evidence": "irmechtest.report.verdicts",
     "Outcome": "irmechtest.report.verdicts",
@@ -48,6 +52,8 @@ __all__ = [
     "HookedRanker",
     "Outcome",
     "PairBuilder",
+    "ProbeCorpus",
+    "Property",
     "Verdict",
     "act_name",
     "activation_patching",
@@ -55,12 +61,14 @@ __all__ = [
     "block_grid",
     "build_pairs",
     "get_axiom",
+    "get_property",
     "head_grid",
     "load_ranker",
     "measure_axiom",
     "neuron_grid",
     "path_patching",
     "prepare_pairs",
+    "register_property",
     "registered_axioms",
     "to_verdict",
 ]
@@ -80,7 +88,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         prepare_pairs,
     )
     from irmechtest.models.hooks import ActivationCache, act_name
-    from irmechtest.models.ranker import Batch, HookedRanker
+    from irmechtest.models.ranker import Batch, HookedRanker, ProbeCorpus
+    from irmechtest.registry import Property, get_property, register_property
     from irmechtest.report.verdicts import Evidence, Outcome, Verdict
 
 

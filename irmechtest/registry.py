@@ -3,7 +3,7 @@ not elsewhere), what its value is, its settings with their sources, what the ``f
 function that measures it.
 
 Configuration (``config.py``: defaults, validation), the suite's markers (``irmech_property(name)``), the
-plugin's applicability check and the report read this table; a property is added with one ``register`` call
+plugin's applicability check and the report read this table; a property is added with one ``register_property`` call
 and one suite test (``tests/test_registry.py`` checks the two match). Reading it imports no torch: ``measure``
 names the function (``module:function``) instead of importing it. A user's own property can be registered
 the same way from a ``conftest.py`` (docs/api.md).
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from irmechtest.data.catalogue import behaviour_defaults, behaviour_full_profile
-from irmechtest.data.sources import DEFAULT_IDF
+from irmechtest.data.idf import DEFAULT_IDF
 
 ALL_KINDS = ("cross-encoder", "bi-encoder")
 
@@ -69,7 +69,7 @@ class Property:
 PROPERTIES: dict[str, Property] = {}
 
 
-def register(prop: Property) -> Property:
+def register_property(prop: Property) -> Property:
     """Add a property; a name can be registered once."""
     if prop.name in PROPERTIES:
         raise ValueError(f"property {prop.name!r} is already registered")
@@ -113,7 +113,7 @@ _BASE_SETTINGS: dict[str, dict[str, Any]] = {
 # What the ``full`` profile changes: paper-scale samples (all 400 pairs of the shipped TREC DL sample).
 _BASE_FULL_PROFILE: dict[str, dict[str, Any]] = {"tfc1": {"n_pairs": 400}}
 
-register(
+register_property(
     Property(
         "idf-in-u0",
         "|r|",
@@ -121,7 +121,7 @@ register(
         _BASE_SETTINGS["idf-in-u0"],
     )
 )
-register(
+register_property(
     Property(
         "tfc1",
         "compliance rate",
@@ -134,7 +134,7 @@ register(
 # defined where the axiom is (``data/catalogue.py``).
 _AXIOM_FULL_PROFILE = behaviour_full_profile()
 for _name, _settings in behaviour_defaults().items():
-    register(
+    register_property(
         Property(
             _name,
             "compliance rate",
@@ -274,23 +274,23 @@ _CIRCUIT_FULL_PROFILE: dict[str, dict[str, Any]] = {
 
 _HEAD_PROBE = {"applies_to": CROSS, "reason": NO_QD, "causal_reason": NO_CAUSAL, "layouts": BLOCKS}
 for _name, _quantity, _measure, _extra in (
-    ("matching-heads", "share of the effect removed by ablation", "find_matching_heads", _HEAD_PROBE),
-    ("scoring-heads", "mean IDF r", "find_scoring_heads", _HEAD_PROBE),
-    ("contextualisation-heads", "heads found", "find_contextualisation_heads", _HEAD_PROBE),
-    ("tfc1-stmc1-maps", "map r", "map_correlation", {"layouts": BLOCKS}),
-    ("circuit-fit", "held-out Pearson r", "circuit_fit", _HEAD_PROBE),
+    ("matching-heads", "share of the effect removed by ablation", "circuits:find_matching_heads", _HEAD_PROBE),
+    ("scoring-heads", "mean IDF r", "circuits:find_scoring_heads", _HEAD_PROBE),
+    ("contextualisation-heads", "heads found", "circuits:find_contextualisation_heads", _HEAD_PROBE),
+    ("tfc1-stmc1-maps", "map r", "circuits:map_correlation", {"layouts": BLOCKS}),
+    ("circuit-fit", "held-out Pearson r", "circuit_fit:circuit_fit", _HEAD_PROBE),
 ):
-    register(
+    register_property(
         Property(
             _name,
             _quantity,
-            f"irmechtest.mechanisms.circuits:{_measure}",
+            f"irmechtest.mechanisms.{_measure}",
             _CIRCUIT_SETTINGS[_name],
             _CIRCUIT_FULL_PROFILE[_name],
             **_extra,
         )
     )
-register(
+register_property(
     Property(
         "idf-in-u0-causal",
         "mean Spearman rho",
@@ -343,11 +343,11 @@ _NIG_FULL_PROFILE: dict[str, dict[str, Any]] = {
     "nig-pruning": {"steps": 100, "repeats": 50, "n_negatives": 20, "n_queries": 30, "n_pairs": 120},
 }
 
-register(
+register_property(
     Property(
         "nig-pruning",
         "p-value",
-        "irmechtest.mechanisms.nig:pruning_study",
+        "irmechtest.mechanisms.pruning:pruning_study",
         _NIG_SETTINGS["nig-pruning"],
         _NIG_FULL_PROFILE["nig-pruning"],
         layouts=("blocks",),

@@ -7,6 +7,7 @@ import pytest
 
 from irmechtest.controls.twins import planted_ranker
 from irmechtest.mechanisms import circuits as C
+from irmechtest.mechanisms.circuit_fit import all_heads, circuit_fit
 from irmechtest.models.ranker import InputError
 
 N_PAIRS, SEED, MAX_LENGTH = 16, 0, 128
@@ -31,7 +32,7 @@ def twin():
 
 def fit(ranker, heads, n=400):
     text = C.probe_text(ranker, n, SEED)
-    return C.circuit_fit(ranker, [(p.query, p.text) for p in text.pairs], heads, text.idf, seed=SEED)
+    return circuit_fit(ranker, [(p.query, p.text) for p in text.pairs], heads, text.idf, seed=SEED)
 
 
 def test_planted_matching_heads_are_found_exactly_and_carry_the_effect(planted, planted_truth):
@@ -88,7 +89,7 @@ def test_the_twin_fails_every_head_probe_and_the_fit(twin, planted_truth):
     # Even given the planted model's matching heads, or every head (the fallback), the twin's scores are not
     # the linear circuit.
     assert fit(ranker, planted_truth.matching_heads).circuit.pearson < 0.8
-    assert fit(ranker, C.all_heads(ranker)).circuit.pearson < 0.8
+    assert fit(ranker, all_heads(ranker)).circuit.pearson < 0.8
 
 
 def test_map_correlation_needs_specificity_to_separate_the_twin(twin, planted):

@@ -22,8 +22,9 @@ from irmechtest.behaviour.compliance import (
 )
 from irmechtest.behaviour.strategies import default_vocabulary
 from irmechtest.data.catalogue import BUILTIN_AXIOMS, AxiomContext, get_axiom, query_terms
+from irmechtest.data.idf import load_idf, word_idf
 from irmechtest.data.pairs import FILLER_CANDIDATES, build_pairs
-from irmechtest.data.sources import QueryDocPair, load_idf, load_pairs, word_idf, words
+from irmechtest.data.sources import QueryDocPair, load_pairs, words
 from irmechtest.report.verdicts import Outcome, Verdict
 from irmechtest.stats import calibrate_tie_band
 

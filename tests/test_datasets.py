@@ -13,26 +13,28 @@ import numpy as np
 import pytest
 
 from irmechtest.data.catalogue import query_terms
+from irmechtest.data.idf import (
+    MIN_IDF_COVERAGE,
+    bm25_idf,
+    corpus_idf,
+    idf_vector,
+    load_idf,
+    resolve_idf_source,
+    vocabulary_coverage,
+    word_idf,
+)
+from irmechtest.data.neighbours import embedding_neighbours
 from irmechtest.data.pairs import build_pairs
 from irmechtest.data.sources import (
     DEFAULT_SOURCE,
-    MIN_IDF_COVERAGE,
     DataFormatError,
     QueryDocPair,
-    bm25_idf,
-    corpus_idf,
-    embedding_neighbours,
-    idf_vector,
-    load_idf,
     load_pairs,
     load_vaswani,
     registered_sources,
-    resolve_idf_source,
     sample_indices,
     shared_data_dir,
     split_sentences,
-    vocabulary_coverage,
-    word_idf,
     words,
 )
 

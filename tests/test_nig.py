@@ -15,19 +15,14 @@ from irmechtest.mechanisms.nig import (
     NEUTRAL_BAND,
     Attribution,
     BaselineCheck,
-    Reranker,
     baseline_checks,
     baseline_embeddings,
     choose_baseline,
     conductance,
-    fusion,
-    intersection,
     neuron_integrated_gradients,
     neuron_layout,
-    pruning_study,
-    random_like,
-    top_fraction,
 )
+from irmechtest.mechanisms.pruning import Reranker, fusion, intersection, pruning_study, random_like, top_fraction
 from irmechtest.mechanisms.reranking import (
     LabelledPair,
     bm25_scores,
@@ -269,8 +264,8 @@ def _finds_heads(attribution: Attribution, heads: set[tuple[int, int]]) -> tuple
     return ok, [str(n) for n in top]
 
 
-def test_top_nig_neurons_are_the_planted_heads_and_not_the_twins(planted, attributions):
-    truth = planted.truth
+def test_top_nig_neurons_are_the_planted_heads_and_not_the_twins(planted_truth, attributions):
+    truth = planted_truth
     heads = {*truth.matching_heads, *truth.scoring_heads, *truth.contextualisation_heads}
     ok, top = _finds_heads(attributions["planted"], heads)
     assert ok, top

@@ -9,7 +9,7 @@ from collections import Counter
 import irmechtest.suite
 import pytest
 
-from irmechtest.registry import PROPERTIES, Property, get_property, register
+from irmechtest.registry import PROPERTIES, Property, get_property, register_property
 
 
 def suite_markers() -> list[pytest.Mark]:
@@ -63,7 +63,7 @@ def test_each_entry_is_complete(name):
 
 def test_register_refuses_a_second_definition_and_get_names_the_known():
     with pytest.raises(ValueError, match="already registered"):
-        register(Property("tfc1", "rate", "irmechtest.behaviour.compliance:measure_axiom"))
+        register_property(Property("tfc1", "rate", "irmechtest.behaviour.compliance:measure_axiom"))
     with pytest.raises(KeyError, match="known: axiom-control"):
         get_property("no-such-property")
 

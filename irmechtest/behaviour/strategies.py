@@ -20,17 +20,10 @@ from hypothesis.errors import NoSuchExample
 
 from irmechtest.behaviour.compliance import measure
 from irmechtest.data.catalogue import STOPWORDS, Axiom, AxiomContext, NotApplicable, get_axiom, query_terms
+from irmechtest.data.idf import MIN_IDF_COVERAGE, corpus_idf, load_idf, vocabulary_coverage, word_idf
+from irmechtest.data.neighbours import embedding_neighbours
 from irmechtest.data.pairs import AxiomCase, PairBuilder, PairRejected, PairSet
-from irmechtest.data.sources import (
-    MIN_IDF_COVERAGE,
-    corpus_idf,
-    embedding_neighbours,
-    load_idf,
-    load_pairs,
-    vocabulary_coverage,
-    word_idf,
-    words,
-)
+from irmechtest.data.sources import load_pairs, words
 from irmechtest.stats import violation
 
 

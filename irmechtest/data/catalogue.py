@@ -421,7 +421,8 @@ def default_tie_band(ax: Axiom) -> float | str:
 def behaviour_defaults(n_pairs: int = 100, seed: int = 0) -> dict[str, dict[str, object]]:
     """Suite settings for each built-in axiom but TFC1 (which has its own property), keyed by property
     name (``axiom-<name>``), in the shape of ``irmechtest.config.DEFAULTS``."""
-    from irmechtest.data.sources import DEFAULT_IDF, DEFAULT_SOURCE
+    from irmechtest.data.idf import DEFAULT_IDF
+    from irmechtest.data.sources import DEFAULT_SOURCE
 
     out: dict[str, dict[str, object]] = {}
     for name in BUILTIN_AXIOMS:

@@ -39,7 +39,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from irmechtest.models.encoder import HookedAttention
-from irmechtest.models.hooks import ActivationCache, HookSpec
+from irmechtest.models.hooks import ActivationCache, HookSpec, act_name
 from irmechtest.models.ranker import Batch, HookedRanker, InputError, progress_bar
 
 Direction = Literal["denoise", "noise"]
@@ -232,10 +232,10 @@ def head_grid(
     """Attention heads (via ``hook_z``) at all positions, or per position when ``by_position``."""
     layers, heads = _layers(ranker, layers), list(range(ranker.cfg.n_heads))
     if not by_position:
-        cells = [Cell(f"blocks.{ly}.attn.hook_z", ly, (slice(None), h)) for ly, h in product(layers, heads)]
+        cells = [Cell(act_name("z", ly), ly, (slice(None), h)) for ly, h in product(layers, heads)]
         return Grid(("layer", "head"), {"layer": layers, "head": heads}, tuple(cells))
     positions = list(range(seq_len))
-    cells = [Cell(f"blocks.{ly}.attn.hook_z", ly, (p, h), p) for ly, h, p in product(layers, heads, positions)]
+    cells = [Cell(act_name("z", ly), ly, (p, h), p) for ly, h, p in product(layers, heads, positions)]
     return Grid(("layer", "head", "position"), {"layer": layers, "head": heads, "position": positions}, tuple(cells))
 
 
@@ -247,7 +247,7 @@ def block_grid(
     if unknown:
         raise ValueError(f"block activations must be among {BLOCK_ACTS}, got {sorted(unknown)}")
     layers, positions = _layers(ranker, layers), list(range(seq_len))
-    cells = [Cell(f"blocks.{ly}.hook_{a}", ly, (p,), p) for a, ly, p in product(acts, layers, positions)]
+    cells = [Cell(act_name(a, ly), ly, (p,), p) for a, ly, p in product(acts, layers, positions)]
     return Grid(("act", "layer", "position"), {"act": list(acts), "layer": layers, "position": positions}, tuple(cells))
 
 
@@ -257,7 +257,7 @@ def neuron_grid(
     """MLP neurons (``mlp.hook_post``) at all positions; restrict ``neurons`` on big models."""
     layers = _layers(ranker, layers)
     neurons = list(range(ranker.cfg.d_mlp)) if neurons is None else list(neurons)
-    cells = [Cell(f"blocks.{ly}.mlp.hook_post", ly, (slice(None), n)) for ly, n in product(layers, neurons)]
+    cells = [Cell(act_name("post", ly), ly, (slice(None), n)) for ly, n in product(layers, neurons)]
     return Grid(("layer", "neuron"), {"layer": layers, "neuron": neurons}, tuple(cells))
 
 
@@ -411,7 +411,7 @@ _SLACK = 0.9  # a batched chunk holds rows at least this share of its longest ro
 
 def _pre_attention(name: str, layer: int) -> bool:
     """Hooks of ``layer`` that fire before its attention output (they do not fire when a run resumes after it)."""
-    return name == f"blocks.{layer}.hook_resid_pre" or name.startswith(f"blocks.{layer}.attn.")
+    return name == act_name("resid_pre", layer) or name.startswith(f"blocks.{layer}.attn.")
 
 
 def _patched_attn_out(
@@ -441,14 +441,14 @@ def _start(
     the only patch before there is on ``attn.hook_z`` (that patch is then taken out of ``patches``)."""
     start: dict[str, Any] = {
         "start_at_layer": layer,
-        "resid": target.cache[f"blocks.{layer}.hook_resid_pre"][pairs, :length],
+        "resid": target.cache[act_name("resid_pre", layer)][pairs, :length],
     }
-    z_hook = f"blocks.{layer}.attn.hook_z"
+    z_hook = act_name("z", layer)
     others = [name for name in [*patches, *record] if name != z_hook]
     if z_hook in patches and not runs.hooks and not any(_pre_attention(name, layer) for name in others):
         start["attn_out"] = _patched_attn_out(
             ranker.blocks[layer].attn,
-            target.cache[f"blocks.{layer}.hook_attn_out"][pairs, :length],
+            target.cache[act_name("attn_out", layer)][pairs, :length],
             target.cache[z_hook][pairs, :length],
             *patches.pop(z_hook),
         )
@@ -641,10 +641,10 @@ def _frozen_patches(
 ) -> MakePatches:
     """Sender heads (a [rows, n_heads] mask) at ``layer`` take source values; every head's z and every MLP
     output from ``layer`` on is frozen to the target run, and so are LayerNorm scales when ``ln="frozen"``."""
-    frozen = [f"blocks.{m}.hook_mlp_out" for m in range(layer, ranker.cfg.n_layers)]
-    frozen += [f"blocks.{m}.attn.hook_z" for m in range(layer + 1, ranker.cfg.n_layers)]
+    frozen = [act_name("mlp_out", m) for m in range(layer, ranker.cfg.n_layers)]
+    frozen += [act_name("z", m) for m in range(layer + 1, ranker.cfg.n_layers)]
     if ln == "frozen":
-        frozen += [f"blocks.{m}.ln{i}.hook_scale" for m in range(layer, ranker.cfg.n_layers) for i in (1, 2)]
+        frozen += [act_name(f"scale{i}", m) for m in range(layer, ranker.cfg.n_layers) for i in (1, 2)]
     elif ln != "recompute":
         raise ValueError(f"ln must be 'frozen' or 'recompute', got {ln!r}")
 
@@ -653,7 +653,7 @@ def _frozen_patches(
         for name in frozen:
             values = target.cache[name][pairs]
             patches[name] = (torch.ones_like(values, dtype=torch.bool), values)
-        z = f"blocks.{layer}.attn.hook_z"
+        z = act_name("z", layer)
         patches[z] = (senders[chunk][:, None, :, None], source.cache[z][pairs])
         return patches
 
@@ -698,7 +698,7 @@ def path_patching(
             pair_of_row = pair_ids.repeat(cfg.n_heads)
             senders = torch.nn.functional.one_hot(sender_heads, cfg.n_heads).bool()
             later = [(i, r) for i, r in enumerate(recv) if r[0] > layer]
-            record = [f"blocks.{r[0]}.attn.hook_{c}" for _, r in later for c in channels]
+            record = [act_name(c, r[0]) for _, r in later for c in channels]
             scores, recorded = _run_rows(
                 ranker,
                 runs,
@@ -716,7 +716,7 @@ def path_patching(
                 patched[pair_of_row, sender_ids] = scores
                 continue
             for (r_i, (r_layer, r_head)), (c_i, channel) in product(later, enumerate(channels)):
-                name = f"blocks.{r_layer}.attn.hook_{channel}"
+                name = act_name(channel, r_layer)
                 values = recorded[name]
 
                 def make(

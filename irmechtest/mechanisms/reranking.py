@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from irmechtest.data.sources import bm25_idf, bm25_tf, load_pairs, words
+from irmechtest.data.idf import bm25_idf, bm25_tf
+from irmechtest.data.sources import load_pairs, words
 from irmechtest.models.ranker import HookedRanker, ProbeCorpus
 
 # Anserini's BM25 defaults for MS MARCO passage: the usual "BM25 negatives" of the literature.

@@ -10,6 +10,7 @@ import pytest
 from irmechtest.config import property_config
 from irmechtest.controls.twins import planted_ranker
 from irmechtest.mechanisms import circuits as C
+from irmechtest.mechanisms.circuit_fit import circuit_fit
 from irmechtest.mechanisms.probes import u0_edit_probe
 
 
@@ -89,4 +90,4 @@ def test_bench_circuit_fit(benchmark, planted):
     text = C.probe_text(planted, s["n_pairs"], s["seed"], s["idf_source"])
     pairs = [(p.query, p.text) for p in text.pairs]
     heads = planted.truth.matching_heads
-    run_once(benchmark, lambda: C.circuit_fit(planted, pairs, heads, text.idf, seed=s["seed"]))
+    run_once(benchmark, lambda: circuit_fit(planted, pairs, heads, text.idf, seed=s["seed"]))
