@@ -29,9 +29,9 @@ _EXPORTS: dict[str, str] = {
     "measure_axiom": "irmechtest.behaviour.compliance",
     "to_verdict": "irmechtest.behaviour.compliance",
     "prepare_pairs": "irmechtest.mechanisms.patching",
-    "head_grid": "irmechtest.mechanisms.patching",
-    "block_grid": "irmechtest.mechanisms.patching",
-    "neuron_grid": "irmechtest.mechanisms.patching",
+    "head_grid": "irmechtest.mechanisms.components",
+    "block_grid": "irmechtest.mechanisms.components",
+    "neuron_grid": "irmechtest.mechanisms.components",
     "activation_patching": "irmechtest.mechanisms.patching",
     "attribution_patching": "irmechtest.mechanisms.patching",
     "path_patching": "irmechtest.mechanisms.patching",
@@ -78,15 +78,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from irmechtest.data.catalogue import Axiom, AxiomContext, get_axiom, registered_axioms
     from irmechtest.data.pairs import PairBuilder, build_pairs
     from irmechtest.loading import load_ranker
-    from irmechtest.mechanisms.patching import (
-        activation_patching,
-        attribution_patching,
-        block_grid,
-        head_grid,
-        neuron_grid,
-        path_patching,
-        prepare_pairs,
-    )
+    from irmechtest.mechanisms.components import block_grid, head_grid, neuron_grid
+    from irmechtest.mechanisms.patching import activation_patching, attribution_patching, path_patching, prepare_pairs
     from irmechtest.models.hooks import ActivationCache, act_name
     from irmechtest.models.ranker import Batch, HookedRanker, ProbeCorpus
     from irmechtest.registry import Property, get_property, register_property

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from irmechtest.controls.planted import probe_corpus
+from irmechtest.controls.planted_vocabulary import probe_corpus
 from irmechtest.mechanisms.nig import (
     BASELINES,
     NEUTRAL_BAND,

@@ -6,14 +6,12 @@ import torch
 
 from irmechtest.controls.twins import random_cross_encoder
 from irmechtest.mechanisms.ablation import ablation_hooks
+from irmechtest.mechanisms.components import block_grid, head_grid, neuron_grid
 from irmechtest.mechanisms.patching import (
     _frozen_patches,
     _run_rows,
     activation_patching,
     attribution_patching,
-    block_grid,
-    head_grid,
-    neuron_grid,
     path_patching,
     prepare_pairs,
     screen_then_verify,

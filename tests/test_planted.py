@@ -24,15 +24,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from irmechtest.controls.planted import (
-    FILLER_WORD,
-    HEAD_DIM,
-    PlantedModel,
-    build_planted_model,
-    build_random_twin,
-    sample_pairs,
-    save_planted,
-)
+from irmechtest.controls.planted import HEAD_DIM, PlantedModel, build_planted_model, build_random_twin, save_planted
+from irmechtest.controls.planted_vocabulary import FILLER_WORD, sample_pairs
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -257,7 +257,7 @@ def bert_vocabulary(tokenizer, test_queries: list[str]) -> Vocabulary:
 
 def planted_vocabulary(tokenizer) -> Vocabulary:
     """The planted model's word list: its Zipf IDF and synonym groups (the planted corpus's own statistics)."""
-    from irmechtest.controls.planted import CONTENT_WORDS, synonym_map, word_idf
+    from irmechtest.controls.planted_vocabulary import CONTENT_WORDS, synonym_map, word_idf
 
     idf_table, synonyms = word_idf(), synonym_map()
 
@@ -289,7 +289,7 @@ def trec_sample(vocab: Vocabulary, rng: random.Random) -> tuple[list[Example], d
 def planted_sample(vocab: Vocabulary, rng: random.Random) -> tuple[list[Example], dict]:
     """Synthetic pairs in the planted vocabulary: a 2-3 content-word query; a 25-word passage of random
     words with, in half of the passages, one query word (so relevance varies as in a real sample)."""
-    from irmechtest.controls.planted import WORDS
+    from irmechtest.controls.planted_vocabulary import WORDS
 
     content = vocab.unrelated_pool
     examples = []

@@ -25,7 +25,7 @@ from irmechtest.data.catalogue import (
     neutral_control,
     query_terms,
 )
-from irmechtest.data.pairs import AxiomCase, Kind, MinimalPair, Overflow, PairSet, build_pairs
+from irmechtest.data.pairs import AxiomCase, Kind, LongPairPolicy, MinimalPair, PairSet, build_pairs
 from irmechtest.data.sources import DEFAULT_SOURCE, QueryDocPair, load_pairs, words
 from irmechtest.report.verdicts import Evidence, Outcome, Verdict
 from irmechtest.stats import Compliance, bootstrap_mean_interval, calibrate_tie_band, compliance
@@ -330,7 +330,7 @@ def measure_axiom(
     tokenizer: Any | None = None,
     kind: Kind | None = None,
     max_length: int | None = None,
-    overflow: Overflow = "shorten",
+    overflow: LongPairPolicy = "shorten",
     limit: int | None = None,
     seed: int = 0,
     context: AxiomContext | None = None,

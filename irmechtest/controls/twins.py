@@ -27,7 +27,8 @@ from transformers import (
     XLMRobertaConfig,
 )
 
-from irmechtest.controls.planted import build_planted_model, build_random_twin, probe_corpus
+from irmechtest.controls.planted import build_planted_model, build_random_twin
+from irmechtest.controls.planted_vocabulary import probe_corpus
 from irmechtest.models.decoder import DECODER_FAMILIES
 from irmechtest.models.encoder import SUPPORTED_FAMILIES
 from irmechtest.models.huggingface import FAMILIES, embedded_model_dir, random_hf_model, ranker_from_hf

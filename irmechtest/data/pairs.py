@@ -27,7 +27,7 @@ from irmechtest.data.sources import QueryDocPair, split_sentences, words
 from irmechtest.stats import pair_set_md5
 
 Kind = Literal["cross-encoder", "bi-encoder"]
-Overflow = Literal["shorten", "reject"]
+LongPairPolicy = Literal["shorten", "reject"]  # what to do with a pair longer than the model takes
 
 FILLER_CANDIDATES = ("a", "the", "of", "and", "to", "in", "x", "z")
 """Filler words in order of preference (MechIR pads with "a"); a pair uses the first one that is a single
@@ -142,7 +142,7 @@ class PairBuilder:
         *,
         kind: Kind = "cross-encoder",
         max_length: int | None = None,
-        overflow: Overflow = "shorten",
+        overflow: LongPairPolicy = "shorten",
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError("PairBuilder needs a fast (Rust) tokenizer: it relies on offset mappings")
@@ -160,7 +160,7 @@ class PairBuilder:
         self._backend.no_padding()
         self.kind: Kind = kind
         self.max_length = max_length
-        self.overflow: Overflow = overflow
+        self.overflow: LongPairPolicy = overflow
         self.fillers = self._usable_fillers()
 
     # ---------------------------------------------------------------------------------------- fillers
@@ -422,7 +422,7 @@ def build_pairs(
     *,
     kind: Kind = "cross-encoder",
     max_length: int | None = None,
-    overflow: Overflow = "shorten",
+    overflow: LongPairPolicy = "shorten",
     seed: int = 0,
     context: AxiomContext | None = None,
     unrelated: Sequence[str] | None = None,

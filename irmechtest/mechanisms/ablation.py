@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from irmechtest.mechanisms.patching import Cell, Grid
+from irmechtest.mechanisms.components import Cell, Grid
 from irmechtest.models.hooks import HookSpec
 from irmechtest.models.ranker import Batch, HookedRanker
 

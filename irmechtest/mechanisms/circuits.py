@@ -36,6 +36,7 @@ from irmechtest.data.neighbours import embedding_neighbours
 from irmechtest.data.pairs import MinimalPair, build_pairs
 from irmechtest.data.sources import QueryDocPair, load_pairs
 from irmechtest.mechanisms.ablation import ablation_hooks
+from irmechtest.mechanisms.components import head_grid
 from irmechtest.mechanisms.patching import (
     NoEffectError,
     PairRuns,
@@ -43,7 +44,6 @@ from irmechtest.mechanisms.patching import (
     PatchResult,
     activation_patching,
     attribution_patching,
-    head_grid,
     map_pearson,
     pair_texts,
     path_patching,

@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from irmechtest.mechanisms.patching import Cell
+from irmechtest.mechanisms.components import Cell
 from irmechtest.mechanisms.reranking import LabelledPair
 from irmechtest.models.hooks import act_name
 from irmechtest.models.ranker import Batch, HookedRanker, check_finite, progress_bar

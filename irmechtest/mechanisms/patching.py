@@ -38,16 +38,17 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
+from irmechtest.mechanisms.components import (
+    Grid,
+)
 from irmechtest.models.encoder import HookedAttention
 from irmechtest.models.hooks import ActivationCache, HookSpec, act_name
 from irmechtest.models.ranker import Batch, HookedRanker, InputError, progress_bar
 
-Direction = Literal["denoise", "noise"]
-Index = tuple[Any, ...]
+PatchDirection = Literal["denoise", "noise"]
 PairTexts = tuple[str, str, str]
 _CACHED = ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "attn.hook_z", "attn.hook_q", "attn.hook_k")
 _CACHED += ("attn.hook_v", "mlp.hook_post", "ln1.hook_scale", "ln2.hook_scale")
-BLOCK_ACTS = ("resid_pre", "attn_out", "mlp_out")
 # A pair's gap must be >= this share of the score spread (standard deviation of the sample's scores) to be
 # normalised by. Decided before measuring any zoo model: a tenth of a standard deviation is the usual
 # "negligible" effect size (Cohen's d < 0.2 is "small"); an edit that moves the score less than that is one the
@@ -95,7 +96,7 @@ class PairRuns:
         mask = self.baseline.batch.attention_mask.bool()
         return bool((mask == (torch.arange(self.seq_len, device=mask.device) < self.lengths[:, None])).all())
 
-    def sides(self, direction: Direction) -> tuple[Side, Side]:
+    def sides(self, direction: PatchDirection) -> tuple[Side, Side]:
         """(target, source): the run patched into and the run activations come from."""
         if direction == "denoise":
             return self.baseline, self.perturbed
@@ -179,86 +180,6 @@ def _side(ranker: HookedRanker, batch: Batch, hooks: Sequence[HookSpec]) -> Side
 def _keep(side: Side, rows: torch.Tensor) -> Side:
     cache = ActivationCache({name: act[rows] for name, act in side.cache.items()})
     return Side(side.batch.index(rows), side.scores[rows], cache)
-
-
-# ------------------------------------------------------------------------------------------- components
-@dataclass(frozen=True)
-class Cell:
-    """One patchable component: ``act[row][index]`` of hook point ``hook`` (the batch dimension excluded)."""
-
-    hook: str
-    layer: int
-    index: Index
-    position: int | None = None  # for per-position cells: beyond a pair's length the cell is padding
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Cells laid out on labelled dimensions (row-major), e.g. ("layer", "head")."""
-
-    dims: tuple[str, ...]
-    coords: dict[str, list[Any]]
-    cells: tuple[Cell, ...]
-
-    def __post_init__(self) -> None:
-        if not self.cells:
-            raise ValueError("no components to patch: the component list is empty")
-        if math.prod(len(self.coords[d]) for d in self.dims) != len(self.cells):
-            raise ValueError("grid shape does not match its number of cells")
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(len(self.coords[d]) for d in self.dims)
-
-    def subset(self, flat: Sequence[int]) -> Grid:
-        """The cells at flat indices, on one "component" dimension labelled like ``top_k``'s labels."""
-        labels = [_label(self, i) for i in flat]
-        names = [", ".join(f"{k}={v}" for k, v in label.items()) for label in labels]
-        return Grid(("component",), {"component": names}, tuple(self.cells[i] for i in flat))
-
-
-def _label(grid: Grid, flat: int) -> dict[str, Any]:
-    index = np.unravel_index(flat, grid.shape)
-    return {d: grid.coords[d][i] for d, i in zip(grid.dims, index, strict=True)}
-
-
-def _layers(ranker: HookedRanker, layers: Sequence[int] | None) -> list[int]:
-    return list(range(ranker.cfg.n_layers)) if layers is None else list(layers)
-
-
-def head_grid(
-    ranker: HookedRanker, *, layers: Sequence[int] | None = None, by_position: bool = False, seq_len: int = 0
-) -> Grid:
-    """Attention heads (via ``hook_z``) at all positions, or per position when ``by_position``."""
-    layers, heads = _layers(ranker, layers), list(range(ranker.cfg.n_heads))
-    if not by_position:
-        cells = [Cell(act_name("z", ly), ly, (slice(None), h)) for ly, h in product(layers, heads)]
-        return Grid(("layer", "head"), {"layer": layers, "head": heads}, tuple(cells))
-    positions = list(range(seq_len))
-    cells = [Cell(act_name("z", ly), ly, (p, h), p) for ly, h, p in product(layers, heads, positions)]
-    return Grid(("layer", "head", "position"), {"layer": layers, "head": heads, "position": positions}, tuple(cells))
-
-
-def block_grid(
-    ranker: HookedRanker, seq_len: int, *, acts: Sequence[str] = BLOCK_ACTS, layers: Sequence[int] | None = None
-) -> Grid:
-    """Residual stream, attention output and MLP output of every layer at every position."""
-    unknown = set(acts) - set(BLOCK_ACTS)
-    if unknown:
-        raise ValueError(f"block activations must be among {BLOCK_ACTS}, got {sorted(unknown)}")
-    layers, positions = _layers(ranker, layers), list(range(seq_len))
-    cells = [Cell(act_name(a, ly), ly, (p,), p) for a, ly, p in product(acts, layers, positions)]
-    return Grid(("act", "layer", "position"), {"act": list(acts), "layer": layers, "position": positions}, tuple(cells))
-
-
-def neuron_grid(
-    ranker: HookedRanker, *, layers: Sequence[int] | None = None, neurons: Sequence[int] | None = None
-) -> Grid:
-    """MLP neurons (``mlp.hook_post``) at all positions; restrict ``neurons`` on big models."""
-    layers = _layers(ranker, layers)
-    neurons = list(range(ranker.cfg.d_mlp)) if neurons is None else list(neurons)
-    cells = [Cell(act_name("post", ly), ly, (slice(None), n)) for ly, n in product(layers, neurons)]
-    return Grid(("layer", "neuron"), {"layer": layers, "neuron": neurons}, tuple(cells))
 
 
 # ------------------------------------------------------------------------------------------- results
@@ -358,7 +279,7 @@ def _result(
     dims: tuple[str, ...],
     coords: dict[str, list[Any]],
     patched: torch.Tensor,
-    direction: Direction,
+    direction: PatchDirection,
     method: str,
     positions: Sequence[int | None] = (),
 ) -> PatchResult:
@@ -379,7 +300,9 @@ def _padding(runs: PairRuns, positions: Sequence[int | None]) -> torch.Tensor:
     return cell_pos[None, :] >= runs.lengths[:, None]
 
 
-def _grid_result(runs: PairRuns, grid: Grid, patched: torch.Tensor, direction: Direction, method: str) -> PatchResult:
+def _grid_result(
+    runs: PairRuns, grid: Grid, patched: torch.Tensor, direction: PatchDirection, method: str
+) -> PatchResult:
     return _result(runs, grid.dims, grid.coords, patched, direction, method, [c.position for c in grid.cells])
 
 
@@ -549,7 +472,7 @@ def activation_patching(
     runs: PairRuns,
     grid: Grid,
     *,
-    direction: Direction = "denoise",
+    direction: PatchDirection = "denoise",
     batch_budget: int = 64,
     batched: bool = True,
 ) -> PatchResult:
@@ -591,7 +514,7 @@ def activation_patching(
 
 # ------------------------------------------------------------------------------------------- attribution
 def attribution_patching(
-    ranker: HookedRanker, runs: PairRuns, grid: Grid, *, direction: Direction = "denoise"
+    ranker: HookedRanker, runs: PairRuns, grid: Grid, *, direction: PatchDirection = "denoise"
 ) -> PatchResult:
     """First-order estimate of every cell's patching effect from one forward and one backward on the target.
 
@@ -615,7 +538,7 @@ def screen_then_verify(
     grid: Grid,
     top_n: int,
     *,
-    direction: Direction = "denoise",
+    direction: PatchDirection = "denoise",
     batch_budget: int = 64,
 ) -> tuple[PatchResult, PatchResult]:
     """Screen every cell with attribution patching, then patch the ``top_n`` by |estimate| exactly.
@@ -666,7 +589,7 @@ def path_patching(
     *,
     receivers: Literal["score"] | Sequence[tuple[int, int]] = "score",
     channels: Sequence[str] = ("q", "k", "v"),
-    direction: Direction = "denoise",
+    direction: PatchDirection = "denoise",
     ln: LnPolicy = "frozen",
     batch_budget: int = 64,
     batched: bool = True,

@@ -12,13 +12,8 @@ import pytest
 
 from irmechtest.data.pairs import build_pairs
 from irmechtest.data.sources import load_pairs
-from irmechtest.mechanisms.patching import (
-    activation_patching,
-    attribution_patching,
-    head_grid,
-    pair_texts,
-    prepare_pairs,
-)
+from irmechtest.mechanisms.components import head_grid
+from irmechtest.mechanisms.patching import activation_patching, attribution_patching, pair_texts, prepare_pairs
 
 pytestmark = pytest.mark.benchmark(warmup=False)
 
