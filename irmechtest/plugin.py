@@ -53,17 +53,9 @@ from irmechtest.report import fingerprint
 from irmechtest.report.outputs import OutputPathError, check_output_paths, partial_path, write_atomic
 from irmechtest.report.verdicts import Outcome, Verdict, jsonable
 
-VERDICTS_KEY = pytest.StashKey[list[Verdict]]()
-MODELS_KEY = pytest.StashKey[dict[str, HookedRanker]]()
 ITEM_VERDICT_KEY = pytest.StashKey[Verdict]()
 ITEM_SETTINGS_KEY = pytest.StashKey[dict[str, Any]]()
-IDENTITIES_KEY = pytest.StashKey[dict[str, dict[str, Any]]]()
-CONFIG_KEY = pytest.StashKey[Configuration]()
-BASELINE_KEY = pytest.StashKey[dict[str, Any] | None]()
-RESULT_KEY = pytest.StashKey["RunResult"]()
-CRASHED_KEY = pytest.StashKey[list[str]]()  # xdist workers that went down before sending their verdicts
-LOAD_FAILURES_KEY = pytest.StashKey[dict[str, str]]()  # spec -> why it could not be loaded
-SELECTED_KEY = pytest.StashKey[int]()  # property tests selected to run (after -k / -m deselection)
+STATE_KEY = pytest.StashKey["RunState"]()
 WORKER_OUTPUT = "irmechtest"
 GATE_FAILED = "baseline gate failed"  # the category the final summary line counts a failed gate under
 OUTPUT_OPTIONS = ("irmech_json", "irmech_report", "irmech_save_baseline")
@@ -91,6 +83,54 @@ class RunResult:
     written: list[str] = field(default_factory=list)
     withheld: list[str] = field(default_factory=list)
     required_failed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunState:
+    """Everything the plugin keeps for one run, in one object.
+
+    Every process (the controller, or each pytest-xdist worker) records what it measures: ``verdicts``,
+    ``identities``, ``load_failures`` and ``selected``; a worker ends by sending those (``worker_output``) and
+    the controller merges them (``merge_worker``). The controller alone loads the ``baseline``, counts the
+    ``crashed`` workers and holds the run's ``result`` (fingerprint and gate).
+    """
+
+    configuration: Configuration = field(default_factory=Configuration)
+    baseline: dict[str, Any] | None = None  # controller only
+    verdicts: list[Verdict] = field(default_factory=list)
+    models: dict[str, HookedRanker] = field(default_factory=dict)  # spec -> the loaded ranker (this process)
+    identities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    load_failures: dict[str, str] = field(default_factory=dict)  # spec -> why it could not be loaded
+    selected: int = 0  # property tests selected to run (after -k / -m deselection)
+    crashed: list[str] = field(default_factory=list)  # controller: workers that went down before sending
+    result: RunResult | None = None  # controller: set once by _conclude
+
+    def worker_output(self) -> str:
+        """What a worker sends the controller, as JSON."""
+        return json.dumps(
+            {
+                "verdicts": [jsonable(v.to_dict()) for v in self.verdicts],
+                "identities": self.identities,
+                "load_failures": self.load_failures,
+                "selected": self.selected,
+            }
+        )
+
+    def merge_worker(self, output: str, crashed: str | None) -> None:
+        """Controller: take over a finished worker's output (``crashed`` names a worker that went down)."""
+        data = json.loads(output)
+        self.verdicts.extend(Verdict.from_dict(v) for v in data.get("verdicts", []))
+        self.identities.update(data.get("identities", {}))
+        self.load_failures.update(data.get("load_failures", {}))
+        if crashed is not None:
+            self.crashed.append(crashed)
+        # Every worker collects every test; a worker that went down without output leaves the count short.
+        self.selected = max(self.selected, data.get("selected", 0))
+
+
+def run_state(config: pytest.Config) -> RunState:
+    """The run's state (created by ``pytest_configure``)."""
+    return config.stash.setdefault(STATE_KEY, RunState())
 
 
 def suite_dir() -> Path:
@@ -190,7 +230,7 @@ def _check_inputs(config: pytest.Config) -> None:
     if twice:
         raise pytest.UsageError(f"--model: {twice[0]} is given more than once (every property would run twice)")
     if specs:  # without --model a project's own tests run: its per-model tables may be for other runs
-        config.stash[CONFIG_KEY].check_models({spec: model_name(spec) for spec in specs})
+        run_state(config).configuration.check_models({spec: model_name(spec) for spec in specs})
         for spec in specs:
             check_local_spec(spec)
     _check_device(config.getoption("irmech_device"))
@@ -208,15 +248,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "is skipped and reported as not applicable. An unregistered property declares the same fields as marker "
         "keywords: applies_to, reason, layouts, causal_reason, quantity",
     )
-    config.stash[VERDICTS_KEY] = []
-    config.stash[MODELS_KEY] = {}
-    config.stash[IDENTITIES_KEY] = {}
-    config.stash[LOAD_FAILURES_KEY] = {}
+    state = config.stash[STATE_KEY] = RunState()
     baseline = config.getoption("irmech_baseline")
     try:
-        config.stash[CONFIG_KEY] = _load_configuration(config)
+        state.configuration = _load_configuration(config)
         load_baseline = baseline and not _is_worker(config)
-        config.stash[BASELINE_KEY] = fingerprint.load(Path(baseline)) if load_baseline else None
+        state.baseline = fingerprint.load(Path(baseline)) if load_baseline else None
         if not _is_worker(config):
             _check_inputs(config)
     except (ConfigError, fingerprint.FingerprintError, OutputPathError, ModelNotFoundError) as error:
@@ -237,9 +274,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def ranker(request: pytest.FixtureRequest) -> HookedRanker:
     """The ranker under test, loaded once per session per ``--model``."""
     spec = getattr(request, "param", DEFAULT_MODEL)
-    models, failures = request.config.stash[MODELS_KEY], request.config.stash[LOAD_FAILURES_KEY]
+    models, failures = run_state(request.config).models, run_state(request.config).load_failures
     if spec not in models and spec not in failures:
-        prompt = request.config.stash[CONFIG_KEY].prompt([spec]) or None
+        prompt = run_state(request.config).configuration.prompt([spec]) or None
         options = request.config.getoption
         try:
             models[spec] = load_ranker(
@@ -248,7 +285,7 @@ def ranker(request: pytest.FixtureRequest) -> HookedRanker:
         except Exception as error:  # any cause: the run goes on with the other models and says why once
             failures[spec] = f"{type(error).__name__}: {error}"
         else:
-            request.config.stash[IDENTITIES_KEY][models[spec].name] = jsonable(models[spec].identity)
+            run_state(request.config).identities[models[spec].name] = jsonable(models[spec].identity)
     if spec in failures:
         raise ModelLoadError(f"model {spec} could not be loaded (the cause is in the irmechtest summary)")
     return models[spec]
@@ -263,7 +300,7 @@ def ranker_twin(ranker: HookedRanker) -> Callable[[], CachedScorer]:
 
 def profile(config: pytest.Config) -> str:
     """The settings profile of the run: ``--irmech-profile``, else the configuration's."""
-    return config.getoption("irmech_profile") or config.stash[CONFIG_KEY].profile
+    return config.getoption("irmech_profile") or run_state(config).configuration.profile
 
 
 def _property_marker(node: pytest.Item) -> pytest.Mark | None:
@@ -283,7 +320,7 @@ def irmech_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     if "ranker" in request.fixturenames:
         callspec = getattr(request.node, "callspec", None)
         keys = [callspec.params.get("ranker", "") if callspec else "", request.getfixturevalue("ranker").name]
-    settings = request.config.stash[CONFIG_KEY].settings(marker.args[0], keys, profile(request.config))
+    settings = run_state(request.config).configuration.settings(marker.args[0], keys, profile(request.config))
     request.node.stash[ITEM_SETTINGS_KEY] = settings
     return settings
 
@@ -325,7 +362,7 @@ def _record(request: pytest.FixtureRequest, verdict: Verdict) -> None:
     marker = _property_marker(request.node)
     if marker is not None and not verdict.quantity:
         verdict.quantity = property_of(marker).quantity
-    request.config.stash[VERDICTS_KEY].append(verdict)
+    run_state(request.config).verdicts.append(verdict)
     request.node.stash[ITEM_VERDICT_KEY] = verdict
 
 
@@ -382,32 +419,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
         # The model's name, as its other verdicts carry it: never the parametrisation id ("...-LNC1").
         name = model.name if model is not None else model_name(params["ranker"]) if "ranker" in params else item.name
         if load_failed:
-            message = f"could not be loaded: {item.config.stash[LOAD_FAILURES_KEY][params['ranker']]}"
+            message = f"could not be loaded: {run_state(item.config).load_failures[params['ranker']]}"
         else:
             message = str(call.excinfo.value) if call.excinfo is not None else report.longreprtext
         verdict = Verdict(marker.args[0], name, None, None, reason=message[:2000], outcome=Outcome.ERROR)
-        item.config.stash[VERDICTS_KEY].append(verdict)
+        run_state(item.config).verdicts.append(verdict)
         item.stash[ITEM_VERDICT_KEY] = verdict
     return report
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Count the property tests selected to run: a run is complete when each of them left a verdict."""
-    session.config.stash[SELECTED_KEY] = sum(1 for item in session.items if _property_marker(item) is not None)
+    run_state(session.config).selected = sum(1 for item in session.items if _property_marker(item) is not None)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: take over a finished worker's verdicts and model identities."""
-    data = json.loads(getattr(node, "workeroutput", {}).get(WORKER_OUTPUT, "{}"))
-    node.config.stash[VERDICTS_KEY].extend(Verdict.from_dict(v) for v in data.get("verdicts", []))
-    node.config.stash[IDENTITIES_KEY].update(data.get("identities", {}))
-    node.config.stash[LOAD_FAILURES_KEY].update(data.get("load_failures", {}))
-    if error is not None:
-        node.config.stash.setdefault(CRASHED_KEY, []).append(str(getattr(node, "gateway", node)))
-    # Every worker collects every test; a worker that went down without output leaves the count short.
-    selected = data.get("selected", 0)
-    node.config.stash[SELECTED_KEY] = max(node.config.stash.get(SELECTED_KEY, 0), selected)
+    output = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT, "{}")
+    crashed = None if error is None else str(getattr(node, "gateway", node))
+    run_state(node.config).merge_worker(output, crashed)
 
 
 def _incomplete(session: pytest.Session, exitstatus: int) -> str:
@@ -417,10 +448,10 @@ def _incomplete(session: pytest.Session, exitstatus: int) -> str:
         return "interrupted"
     if session.shouldfail or session.shouldstop:
         return f"stopped early ({session.shouldfail or session.shouldstop})"
-    crashed = config.stash.get(CRASHED_KEY, [])
+    crashed = run_state(config).crashed
     if crashed:
         return f"xdist worker(s) {', '.join(crashed)} went down"
-    selected, measured = config.stash.get(SELECTED_KEY, 0), len(config.stash[VERDICTS_KEY])
+    selected, measured = run_state(config).selected, len(run_state(config).verdicts)
     if measured < selected:
         return f"{measured} of {selected} selected properties produced a verdict"
     return ""
@@ -428,24 +459,24 @@ def _incomplete(session: pytest.Session, exitstatus: int) -> str:
 
 def _conclude(config: pytest.Config) -> RunResult:
     """Sort the verdicts, build the fingerprint and run the gate, once per run."""
-    if RESULT_KEY not in config.stash:
+    state = run_state(config)
+    if state.result is None:
         # Through JSON and back, as an xdist worker's verdicts come, so serial and xdist runs render alike.
-        verdicts = config.stash[VERDICTS_KEY]
+        verdicts = state.verdicts
         verdicts[:] = sorted(
             (Verdict.from_dict(jsonable(v.to_dict())) for v in verdicts), key=lambda v: (v.model, v.property)
         )
-        result = RunResult(fingerprint.build(verdicts, config.stash[IDENTITIES_KEY], profile(config)))
-        baseline = config.stash[BASELINE_KEY]
-        if baseline is not None and verdicts:
-            result.comparisons = fingerprint.compare(baseline, result.fingerprint)
-        required = config.stash[CONFIG_KEY].required
+        result = RunResult(fingerprint.build(verdicts, state.identities, profile(config)))
+        if state.baseline is not None and verdicts:
+            result.comparisons = fingerprint.compare(state.baseline, result.fingerprint)
+        required = state.configuration.required
         result.required_failed = [
             f"[{v.model}] {v.property}: {v.outcome.value}"
             for v in verdicts
             if v.property in required and v.outcome in (Outcome.FAILED, Outcome.ERROR)
         ]
-        config.stash[RESULT_KEY] = result
-    return config.stash[RESULT_KEY]
+        state.result = result
+    return state.result
 
 
 @pytest.hookimpl(wrapper=True)
@@ -459,7 +490,7 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, Any]:
 
 def _write_outputs(config: pytest.Config, result: RunResult) -> None:
     """JSON, baseline and report; from an incomplete run as ``*.partial.*`` beside the targets, and no baseline."""
-    verdicts = config.stash[VERDICTS_KEY]
+    verdicts = run_state(config).verdicts
     status = {"complete": not result.incomplete, "incomplete": result.incomplete}
 
     def target(option: str) -> Path | None:
@@ -513,7 +544,7 @@ def _exit_status(session: pytest.Session, result: RunResult) -> int:
     status = session.exitstatus
     if status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         return status
-    if session.config.stash[LOAD_FAILURES_KEY]:
+    if run_state(session.config).load_failures:
         return ExitCode.MODEL_NOT_LOADED
     if session.config.getoption("irmech_gate") != "baseline":
         return status
@@ -521,7 +552,7 @@ def _exit_status(session: pytest.Session, result: RunResult) -> int:
         return ExitCode.INCOMPLETE
     if fingerprint.failed(result.comparisons) or result.required_failed:
         return pytest.ExitCode.TESTS_FAILED  # a regression found stands, whether or not another property raised
-    errors = any(v.outcome is Outcome.ERROR for v in session.config.stash[VERDICTS_KEY])
+    errors = any(v.outcome is Outcome.ERROR for v in run_state(session.config).verdicts)
     return ExitCode.INCOMPLETE if errors else pytest.ExitCode.OK
 
 
@@ -529,26 +560,20 @@ def _exit_status(session: pytest.Session, result: RunResult) -> int:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if _is_worker(config):
-        output = {
-            "verdicts": [jsonable(v.to_dict()) for v in config.stash[VERDICTS_KEY]],
-            "identities": config.stash[IDENTITIES_KEY],
-            "load_failures": config.stash[LOAD_FAILURES_KEY],
-            "selected": config.stash.get(SELECTED_KEY, 0),
-        }
-        config.workeroutput[WORKER_OUTPUT] = json.dumps(output)
+        config.workeroutput[WORKER_OUTPUT] = run_state(config).worker_output()
         return
     result = _conclude(config)
     result.incomplete = _incomplete(session, exitstatus)
     _write_outputs(config, result)
-    _junit_properties(config, config.stash[VERDICTS_KEY])
+    _junit_properties(config, run_state(config).verdicts)
     session.exitstatus = _exit_status(session, result)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     if _is_worker(config):
         return
-    verdicts = config.stash.get(VERDICTS_KEY, [])
-    failures = config.stash.get(LOAD_FAILURES_KEY, {})
+    verdicts = run_state(config).verdicts
+    failures = run_state(config).load_failures
     if failures:
         terminalreporter.section("irmechtest: models that could not be loaded", red=True)
         for spec, cause in failures.items():
@@ -561,9 +586,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         for v in verdicts:
             text = ", ".join(t for t in (v.value_text(), v.qualifier()) if t)
             terminalreporter.write_line(f"{v.outcome.value:>14}  {v.property:<{width}}  {v.model}  {text}")
-    if RESULT_KEY not in config.stash:
+    if run_state(config).result is None:
         return
-    result = config.stash[RESULT_KEY]
+    result = run_state(config).result
     comparisons = result.comparisons
     if comparisons:
         head, *lines = fingerprint.summary(comparisons, config.getoption("irmech_baseline"))
@@ -591,7 +616,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 def _gate_mode_summary(terminalreporter: Any, config: pytest.Config, result: RunResult) -> None:
     """What the exit status of ``--irmech-gate=baseline`` was decided by."""
-    verdicts = config.stash[VERDICTS_KEY]
+    verdicts = run_state(config).verdicts
     measured = sum(1 for v in verdicts if v.outcome is Outcome.FAILED)
     terminalreporter.section("irmechtest gate (--irmech-gate=baseline)")
     for line in result.required_failed:
