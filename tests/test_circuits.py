@@ -9,6 +9,7 @@ from irmechtest.controls.twins import planted_ranker
 from irmechtest.mechanisms import circuits as C
 from irmechtest.mechanisms.circuit_fit import all_heads, circuit_fit
 from irmechtest.models.ranker import InputError
+from irmechtest.registry import get_property
 
 N_PAIRS, SEED, MAX_LENGTH = 16, 0, 128
 MATCHING = dict(min_effect=0.05, min_same_token_lift=5.0)
@@ -142,7 +143,7 @@ def zoo_matching(spec: str) -> C.MatchingHeads:
     from irmechtest.loading import load_ranker
 
     ranker = load_ranker(spec)
-    text = C.probe_text(ranker, C.PROBE_PAIRS, SEED)
+    text = C.probe_text(ranker, get_property("matching-heads").settings["n_pairs"], SEED)
     diagnostics = C.diagnostic_runs(ranker, text, seed=SEED, max_length=MAX_LENGTH)
     maps = C.head_maps(ranker, {k: r for k, r in diagnostics.runs.items() if k != C.SEMANTIC})
     return C.find_matching_heads(ranker, diagnostics, maps, **MATCHING)

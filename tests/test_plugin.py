@@ -123,9 +123,11 @@ def test_property_on_a_kind_it_does_not_apply_to_is_not_applicable(pytester):
             raise AssertionError("the registry says scoring-heads needs a cross-encoder")
         """
     )
-    result = pytester.runpytest_subprocess("--model=irmechtest:random-minilm", "test_cross_only.py")
+    result = pytester.runpytest_subprocess("--model=irmechtest:random-minilm", "-rs", "test_cross_only.py")
     result.assert_outcomes(skipped=2)
-    result.stdout.fnmatch_lines(["*not applicable*my-cross-only*needs a classifier*", "*not applicable*scoring-heads*"])
+    result.stdout.fnmatch_lines(["*not applicable*my-cross-only*", "*not applicable*scoring-heads*"])
+    result.stdout.fnmatch_lines(["*my-cross-only: not applicable (bi-encoder: needs a classifier)*"])
+    result.stdout.fnmatch_lines(["*scoring-heads: not applicable (bi-encoder: bi-encoders encode query and document*"])
 
 
 def test_a_registered_property_is_defined_once(pytester):
