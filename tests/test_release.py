@@ -117,7 +117,8 @@ def _python(code: str, *args: object) -> None:
 
 CHECKPOINT_WITHOUT_TOKENIZER = """
 import sys
-from irmechtest.controls.twins import random_hf_model, tiny_config
+from irmechtest.controls.twins import tiny_config
+from irmechtest.models.huggingface import random_hf_model
 
 random_hf_model(tiny_config("bert", 1), seed=1).save_pretrained(sys.argv[1])
 """
@@ -215,7 +216,7 @@ def test_a_model_that_cannot_load_is_reported_once_under_its_name(pytester):
 # (words, IDF and synonyms; no answer key) for every loaded model, as a user would for a model of their own.
 VOCABULARY_CONFTEST = """
 import irmechtest.plugin as plugin
-from irmechtest.controls.planted import probe_corpus
+from irmechtest.controls.planted_vocabulary import probe_corpus
 
 real_load = plugin.load_ranker
 
