@@ -5,8 +5,10 @@ The heads are found on exact term matching (TFC1); whether semantic matching (ST
 verdict (tfc1-stmc1-maps), so a model that barely reacts to STMC1 edits is not denied its exact-match heads.
 
 Everything but the TFC1 / STMC1 map correlation reads query -> document or [CLS] -> query attention, which
-only cross-encoders have; on bi-encoders those properties are not applicable. The TFC1, STMC1 and control
-pairs and their patching maps are built once per model and sample and shared by the properties.
+only cross-encoders have; on bi-encoders those properties are not applicable. On causal decoders they read
+the direction the mask allows (document -> query, the last token in place of [CLS]; docs/circuits.md). The
+TFC1, STMC1 and control pairs and their patching maps are built once per model and sample and shared by the
+properties.
 """
 
 from typing import Any
@@ -20,13 +22,6 @@ from irmechtest.verdicts import Evidence, Outcome, Verdict
 CROSS = ("cross-encoder",)
 BLOCKS = ("blocks",)  # patching and attention maps over blocks.{l}: not monoT5's encoder / decoder stacks
 NO_QD = "bi-encoders encode query and document apart: no query -> document or [CLS] -> query attention"
-# Decided before any decoder verdict: these probes read query -> document attention and the [CLS] position,
-# and a causal decoder's mask forbids the one (documents attend to the query) and has no [CLS] (the score is
-# read at the last token). Until they read document -> query and the last token, they do not apply.
-NO_CAUSAL = (
-    "the probes read query -> document attention and the first ([CLS]) position; under a causal mask the "
-    "document attends to the query and the score is read at the last token (docs/circuits.md)"
-)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +102,6 @@ def sample(settings, diagnostics: C.Diagnostics) -> dict[str, Any]:
     applies_to=CROSS,
     reason=NO_QD,
     quantity="share of the effect removed by ablation",
-    causal_reason=NO_CAUSAL,
     layouts=BLOCKS,
 )
 def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, matching_heads):
@@ -136,6 +130,7 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
                 f"{x.shares.mean():.0%}; difference, 95 % bootstrap interval [{low:+.3g}, {high:+.3g}], must be above 0"
             )
     confirmed = found.confirmed(s["threshold"], n_boot=s["n_boot"], seed=s["seed"])
+    matching, other = ("document -> query", "query") if ranker.causal else ("query -> document", "document")
     irmech_verdict(
         Verdict(
             "matching-heads",
@@ -159,8 +154,8 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
                     heatmap(f"{name} activation patching (share of the effect restored)", m.mean, m)
                     for name, m in found.maps.items()
                 ),
-                heatmap("same-token attention: query -> the same token in the document, x chance", found.same_token),
-                heatmap("r(query -> document attention, embedding cosine)", found.attention_r),
+                heatmap(f"same-token attention: {matching} the same token in the {other}, x chance", found.same_token),
+                heatmap(f"r({matching} attention, embedding cosine)", found.attention_r),
             ],
             outcome=Outcome.PASSED if confirmed else Outcome.FAILED,
             reason=found.cannot_run,
@@ -168,15 +163,14 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
     )
 
 
-@pytest.mark.irmech_property(
-    "scoring-heads", applies_to=CROSS, reason=NO_QD, quantity="mean IDF r", causal_reason=NO_CAUSAL, layouts=BLOCKS
-)
+@pytest.mark.irmech_property("scoring-heads", applies_to=CROSS, reason=NO_QD, quantity="mean IDF r", layouts=BLOCKS)
 def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
     s = irmech_settings
     _, diagnostics, _, _ = circuit_inputs(ranker, s)
     found = scoring_heads(ranker, s, min_effect=s["min_effect"])
     names = ", ".join(f"{C.head_label(h)} (IDF r {found.idf_r[h]:+.2f})" for h in found.heads) or "none"
     why = f"; cannot look for heads: {found.cannot_run}" if found.cannot_run else ""
+    position = "last token" if ranker.causal else "[CLS]"
     evidence = [heatmap("TFC1 path patching to the score", found.map.mean, found.map)] if found.map else []
     irmech_verdict(
         Verdict(
@@ -184,14 +178,16 @@ def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, 
             ranker.name,
             value=found.mean_idf_r,
             threshold=s["threshold"],
-            summary=f"relevance-scoring heads: {names} ({found.rule}){why}; value: their mean [CLS] -> query IDF r",
+            summary=(
+                f"relevance-scoring heads: {names} ({found.rule}){why}; value: their mean {position} -> query IDF r"
+            ),
             details={
                 **components(found.heads, found.effects()),
                 **sample(s, diagnostics),
                 "rule": found.rule,
                 "cannot_run": found.cannot_run,
             },
-            evidence=[*evidence, heatmap("r([CLS] -> query attention, IDF)", found.idf_r)],
+            evidence=[*evidence, heatmap(f"r({position} -> query attention, IDF)", found.idf_r)],
             reason=found.cannot_run,
         )
     )
@@ -202,7 +198,6 @@ def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, 
     applies_to=CROSS,
     reason=NO_QD,
     quantity="heads found",
-    causal_reason=NO_CAUSAL,
     layouts=BLOCKS,
 )
 def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, scoring_heads):
@@ -294,7 +289,6 @@ def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict
     applies_to=CROSS,
     reason=NO_QD,
     quantity="held-out Pearson r",
-    causal_reason=NO_CAUSAL,
     layouts=BLOCKS,
 )
 def test_linear_circuit_fit(ranker, irmech_settings, irmech_verdict, matching_heads):

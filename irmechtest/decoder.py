@@ -372,7 +372,18 @@ class HookedDecoderRanker(HookedRanker):
             return super()._encode_texts(first, None, overflow)
         if isinstance(prompt, PairPrompt):
             queries = [prompt.query.format(query=q) for q in first]
-            return super()._encode_texts(queries, [prompt.document.format(document=d) for d in second], overflow)
+            encoded = super()._encode_texts(queries, [prompt.document.format(document=d) for d in second], overflow)
+            if self.tokenizer.is_fast:
+                windows = [
+                    (
+                        (0, *_field_spans(prompt.query, query=q)["query"], 1),
+                        (1, *_field_spans(prompt.document, document=d)["document"], 2),
+                    )
+                    for q, d in zip(first, second, strict=True)
+                ]
+                rows = [_segment_row(e, w) for e, w in zip(encoded.encodings, windows, strict=True)]
+                encoded["segments"] = torch.tensor(rows)
+            return encoded
         if not isinstance(prompt, YesNoPrompt):
             raise TypeError(f"{self.name}: a decoder cross-encoder needs a YesNoPrompt or a PairPrompt")
         return self._encode_yes_no(prompt, first, second, overflow)
@@ -388,10 +399,11 @@ class HookedDecoderRanker(HookedRanker):
         tok = self.tokenizer
         prefix, suffix = (tok(t, add_special_tokens=False)["input_ids"] for t in (prompt.prefix, prompt.suffix))
         prefix = ([tok.bos_token_id] if tok.bos_token_id is not None else []) + prefix
-        bodies = tok(
+        encoded = tok(
             [prompt.body.format(query=q, document=d) for q, d in zip(queries, documents, strict=True)],
             add_special_tokens=False,
-        )["input_ids"]
+        )
+        bodies = encoded["input_ids"]
         room = self.max_length - len(prefix) - len(suffix)
         too_long = [i for i, body in enumerate(bodies) if len(body) > room]
         if too_long and overflow == "error":
@@ -409,7 +421,16 @@ class HookedDecoderRanker(HookedRanker):
         pad = self.cfg.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
         attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        out = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if tok.is_fast:
+            segments = []
+            for i, (q, d) in enumerate(zip(queries, documents, strict=True)):
+                spans = _field_spans(prompt.body, query=q, document=d)
+                body = _segment_row(encoded.encodings[i], ((0, *spans["query"], 1), (0, *spans["document"], 2)))
+                row = [0] * len(prefix) + body[:room] + [0] * len(suffix)
+                segments.append([0] * (width - len(row)) + row)
+            out["segments"] = torch.tensor(segments)
+        return out
 
     # ------------------------------------------------------------------------------------- forward
     def embed_inputs(self, batch: Batch, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
@@ -429,6 +450,29 @@ class HookedDecoderRanker(HookedRanker):
     def head_logits(self, batch: Batch, states: torch.Tensor) -> torch.Tensor:
         last = last_real_position(batch.attention_mask)
         return self.head(self.hook_pooled(states[torch.arange(len(states), device=states.device), last]))
+
+
+def _field_spans(template: str, **values: str) -> dict[str, tuple[int, int]]:
+    """The character span of each placeholder's value in ``template.format(**values)``."""
+    spans, at = {}, 0
+    for literal, name, _, _ in string.Formatter().parse(template):
+        at += len(literal)
+        if name:
+            spans[name] = (at, at + len(values[name]))
+            at += len(values[name])
+    return spans
+
+
+def _segment_row(encoding, windows: Sequence[tuple[int, int, int, int]]) -> list[int]:
+    """Per token of a fast tokenizer's ``encoding``: the label of the first (sequence, start, end, label)
+    window its characters overlap (1 query, 2 document), else 0 (prompt text, special tokens, padding).
+
+    Overlap, not containment: a byte-level BPE token carries the space before a word (" apple")."""
+    out = []
+    for seq, (start, end) in zip(encoding.sequence_ids, encoding.offsets, strict=True):
+        hit = (lab for s, a, b, lab in windows if seq == s and end > start and start < b and end > a)
+        out.append(next(hit, 0))
+    return out
 
 
 def _token_id(tokenizer, token: str) -> int:

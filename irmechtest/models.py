@@ -61,6 +61,10 @@ class Batch:
     position_ids: torch.Tensor
     token_type_ids: torch.Tensor | None = None
     query_embeddings: torch.Tensor | None = None
+    # [batch, pos]: 1 where a token is the query's, 2 the document's, 0 elsewhere (prompt, special tokens,
+    # padding). Set by rankers whose pair layout no separator token tells (decoder prompts); None: the
+    # tokenizer's own [CLS] q [SEP] d [SEP] layout.
+    segments: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -79,6 +83,7 @@ class Batch:
                 ("position_ids", self.position_ids),
                 ("token_type_ids", self.token_type_ids),
                 ("query_embeddings", self.query_embeddings),
+                ("segments", self.segments),
             )
         }
         return replace(self, **tensors)
@@ -99,6 +104,7 @@ class Batch:
             attention_mask=self.attention_mask[:, :length],
             position_ids=self.position_ids[:, :length],
             token_type_ids=None if self.token_type_ids is None else self.token_type_ids[:, :length],
+            segments=None if self.segments is None else self.segments[:, :length],
         )
 
 
@@ -246,7 +252,7 @@ class HookedRanker(HookedRootModule):
         return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
 
     def batch_from_encoding(self, encoded: dict[str, torch.Tensor]) -> Batch:
-        """A ``Batch`` from tokenizer output (input_ids, attention_mask, optional token_type_ids)."""
+        """A ``Batch`` from tokenizer output (input_ids, attention_mask, optional token_type_ids and segments)."""
         input_ids = encoded["input_ids"].to(self.device)
         token_type_ids = None
         if self.token_type_embed is not None:
@@ -258,6 +264,7 @@ class HookedRanker(HookedRootModule):
             attention_mask=encoded["attention_mask"].to(self.device),
             position_ids=self._position_ids(input_ids),
             token_type_ids=token_type_ids,
+            segments=None if encoded.get("segments") is None else encoded["segments"].to(self.device),
         )
 
     def tokenize(self, queries: Sequence[str], documents: Sequence[str], overflow: Overflow = "error") -> Batch:

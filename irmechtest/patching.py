@@ -673,7 +673,8 @@ def path_patching(
     """Direct effect of every sender head on the score, or on receiver heads' q / k / v inputs.
 
     To the score: dims ("layer", "head"). To receivers: dims ("sender", "receiver", "channel") labelled
-    "layer.head", NaN where the sender is not below the receiver.
+    "layer.head", NaN where the sender is not below the receiver. Under grouped-query attention (decoders) a
+    receiver's k / v input is its key / value head's, which the other query heads of its group read too.
     """
     cfg = ranker.cfg
     target, source = runs.sides(direction)
@@ -723,7 +724,7 @@ def path_patching(
                     pairs: torch.Tensor,
                     values: torch.Tensor = values,
                     name: str = name,
-                    head: int = r_head,
+                    head: int = r_head * values.shape[2] // cfg.n_heads,  # its key / value head under GQA
                 ) -> Patches:
                     mask = torch.zeros_like(values[chunk], dtype=torch.bool)
                     mask[:, :, head] = True

@@ -202,10 +202,10 @@ def _check_inputs(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder'), quantity='', causal_reason=None, "
-        "layouts=None): a built-in mechanistic property; on other ranker kinds, on causal decoders (with "
-        "causal_reason) and on hook layouts other than those given (ranker.layout) it is skipped and reported as "
-        "not applicable; quantity says what its value is (|r|, compliance rate, p-value, ...)",
+        "irmech_property(name, applies_to=('cross-encoder', 'bi-encoder'), quantity='', layouts=None): a built-in "
+        "mechanistic property; on other ranker kinds and on hook layouts other than those given (ranker.layout) "
+        "it is skipped and reported as not applicable; quantity says what its value is (|r|, compliance rate, "
+        "p-value, ...)",
     )
     config.stash[VERDICTS_KEY] = []
     config.stash[MODELS_KEY] = {}
@@ -296,16 +296,14 @@ LAYOUT_REASON = (
 
 def not_applicable_reason(marker: pytest.Mark, model: HookedRanker) -> str | None:
     """Why a property does not apply to ``model`` (None when it does), from its marker: the ranker kinds it
-    applies to (``applies_to``, ``reason``), the hook layouts it reads (``layouts``), and whether a causal mask
-    rules it out (``causal_reason``). The one place applicability is decided."""
+    applies to (``applies_to``, ``reason``) and the hook layouts it reads (``layouts``). The one place
+    applicability is decided."""
     kinds = marker.kwargs.get("applies_to", ALL_KINDS)
     layouts = marker.kwargs.get("layouts")
     if model.kind not in kinds:
         return f"{model.kind}: " + (marker.kwargs.get("reason") or f"applies to {', '.join(kinds)} only")
     if layouts is not None and model.layout not in layouts:
         return f"{model.layout} layout: {LAYOUT_REASON}"
-    if model.causal and "causal_reason" in marker.kwargs:
-        return f"causal {model.kind}: {marker.kwargs['causal_reason']}"
     return None
 
 
