@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from irmechtest import circuits as C
-from irmechtest.controls import random_cross_encoder
-from irmechtest.patching import path_patching, prepare_pairs
+from irmechtest.controls.twins import random_cross_encoder
+from irmechtest.mechanisms import circuits as C
+from irmechtest.mechanisms.patching import path_patching, prepare_pairs
 
 QUERIES = ["apple pie recipe", "what is rna", "cheap flights to paris", "history of the roman empire"]
 DOCUMENTS = [
