@@ -45,6 +45,7 @@ from _pytest.junitxml import xml_key
 from irmechtest.compliance import CachedScorer
 from irmechtest.config import PROFILES, ConfigError, Configuration, load_configuration
 from irmechtest.controls.twins import random_twin
+from irmechtest.cost import announce
 from irmechtest.loading import DEFAULT_MODEL, DTYPES, ModelNotFoundError, check_local_spec, load_ranker, model_name
 from irmechtest.models.ranker import HookedRanker
 from irmechtest.report import fingerprint
@@ -248,6 +249,9 @@ def ranker(request: pytest.FixtureRequest) -> HookedRanker:
             failures[spec] = f"{type(error).__name__}: {error}"
         else:
             request.config.stash[IDENTITIES_KEY][models[spec].name] = jsonable(models[spec].identity)
+            if not _is_worker(request.config):  # the run-cost estimate (irmechtest/cost.py)
+                configuration, run_profile = request.config.stash[CONFIG_KEY], profile(request.config)
+                announce(request, spec, models[spec], configuration, run_profile, not_applicable_reason)
     if spec in failures:
         raise ModelLoadError(f"model {spec} could not be loaded (the cause is in the irmechtest summary)")
     return models[spec]
