@@ -26,21 +26,29 @@ NO_QD = "bi-encoders encode query and document apart: no query -> document or [C
 
 @pytest.fixture(scope="module")
 def circuit_inputs():
-    """(text, diagnostics, maps) per model and sample, computed once and shared by the properties."""
+    """(text, diagnostics, maps, found heads) per model and sample, computed once and shared by the properties;
+    head maps only when a ``method`` is asked for (``C.head_maps``), once per method."""
     cache: dict[tuple, dict[str, Any]] = {}
 
-    def get(ranker, settings, method="exact"):
+    def get(ranker, settings, method=None, verify_top_k=0):
         key = (ranker.name, settings["n_pairs"], settings["seed"], settings["max_length"], settings["idf_source"])
         if key not in cache:
             text = C.probe_text(ranker, settings["n_pairs"], settings["seed"], settings["idf_source"])
             diagnostics = C.diagnostic_runs(ranker, text, seed=settings["seed"], max_length=settings["max_length"])
             cache[key] = {"text": text, "diagnostics": diagnostics, "maps": {}, "heads": {}}
         entry = cache[key]
-        if method not in entry["maps"]:
-            entry["maps"][method] = C.head_maps(ranker, entry["diagnostics"].runs, method)
-        return entry["text"], entry["diagnostics"], entry["maps"][method], entry["heads"]
+        if method is not None and (method, verify_top_k) not in entry["maps"]:
+            maps = C.head_maps(ranker, entry["diagnostics"].runs, method, verify_top_k)
+            entry["maps"][method, verify_top_k] = maps
+        return entry["text"], entry["diagnostics"], entry["maps"].get((method, verify_top_k)), entry["heads"]
 
     return get
+
+
+def head_patching(settings: dict[str, Any]) -> tuple[str, int]:
+    """How the head search patches: every head exactly, or (``head_screen = "attribution"``) an attribution
+    screen with the ``verify_top_k`` largest heads patched exactly."""
+    return ("screened", settings["verify_top_k"]) if settings["head_screen"] == "attribution" else ("exact", 0)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +56,9 @@ def matching_heads(circuit_inputs):
     """``find_matching_heads`` per sample and rule: matching-heads and circuit-fit share one search."""
 
     def get(ranker, settings, **rule):
-        _, diagnostics, maps, found = circuit_inputs(ranker, settings)
-        key = ("matching", *sorted(rule.items()))
+        patching = head_patching(settings)
+        _, diagnostics, maps, found = circuit_inputs(ranker, settings, *patching)
+        key = ("matching", *patching, *sorted(rule.items()))
         if key not in found:
             found[key] = C.find_matching_heads(ranker, diagnostics, maps, **rule)
         return found[key]
@@ -130,6 +139,8 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
                 f"{x.shares.mean():.0%}; difference, 95 % bootstrap interval [{low:+.3g}, {high:+.3g}], must be above 0"
             )
     confirmed = found.confirmed(s["threshold"], n_boot=s["n_boot"], seed=s["seed"])
+    method, top_k = head_patching(s)
+    screened = f"; heads screened by attribution patching, the {top_k} largest patched exactly" if top_k else ""
     matching, other = ("document -> query", "query") if ranker.causal else ("query -> document", "document")
     irmech_verdict(
         Verdict(
@@ -137,7 +148,7 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
             ranker.name,
             value=found.removed,
             threshold=s["threshold"],
-            summary=f"exact-match heads: {names} ({found.rule}). Mean-ablating them: {ablation}",
+            summary=f"exact-match heads: {names} ({found.rule}{screened}). Mean-ablating them: {ablation}",
             details={
                 **components(found.heads, found.effects()),
                 **sample(s, diagnostics),
@@ -146,6 +157,7 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
                 "removed": {a: x.removed for a, x in found.ablations.items()},
                 "specificity_ci": [low, high],
                 "rule": found.rule,
+                "head_patching": method,
                 "cannot_run": found.cannot_run,
                 "no_control": found.no_control,
             },

@@ -32,18 +32,22 @@ TIMED_PAIRS = 8  # shipped TREC DL pairs timed for the per-row estimate
 Work = dict[tuple[Any, ...], int]  # a shareable piece of work -> its forward rows
 
 
-def _diagnostics(s: Mapping[str, Any], n_pairs: int | None = None) -> tuple[tuple[Any, ...], int]:
-    n = s["n_pairs"] if n_pairs is None else n_pairs
+def _diagnostics(s: Mapping[str, Any]) -> tuple[tuple[Any, ...], int]:
+    n = s["n_pairs"]
     return ("diagnostics", n, s["seed"], s["max_length"], s["idf_source"]), DIAGNOSTIC_SETS * 2 * n
 
 
-def _maps(s: Mapping[str, Any], heads: int, method: str = "exact", n_pairs: int | None = None) -> Work:
-    """The diagnostics and their head maps: every head patched on every pair of each set (exact), or one
-    forward and backward per set (attribution)."""
-    n = s["n_pairs"] if n_pairs is None else n_pairs
-    key, rows = _diagnostics(s, n)
-    per_set = heads * n if method == "exact" else (1 + BACKWARD) * n
-    return {key: rows, ("maps", *key[1:], method): DIAGNOSTIC_SETS * per_set}
+def _maps(s: Mapping[str, Any], heads: int, method: str | None = None) -> Work:
+    """The diagnostics and their head maps: every head patched on every pair of each set (exact), one forward
+    and backward per set (attribution), or that screen and ``verify_top_k`` heads patched exactly (screened).
+    ``method`` None: the head search's (``head_screen``)."""
+    if method is None:
+        method = "screened" if s["head_screen"] == "attribution" else "exact"
+    n = s["n_pairs"]
+    key, rows = _diagnostics(s)
+    top_k = s["verify_top_k"] if method == "screened" else 0
+    per_set = {"exact": heads * n, "attribution": (1 + BACKWARD) * n, "screened": (1 + BACKWARD + top_k) * n}
+    return {key: rows, ("maps", *key[1:], method, top_k): DIAGNOSTIC_SETS * per_set[method]}
 
 
 def property_work(name: str, s: Mapping[str, Any], n_layers: int, n_heads: int) -> Work | None:

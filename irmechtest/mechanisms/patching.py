@@ -321,11 +321,14 @@ class PatchResult:
         index = np.unravel_index(flat, self.shape)
         return {d: self.coords[d][i] for d, i in zip(self.dims, index, strict=True)}
 
+    def top_flat(self, k: int) -> np.ndarray:
+        """Flat indices of the k cells with the largest |mean effect|, biggest first (NaN last)."""
+        return np.argsort(-np.nan_to_num(np.abs(self.mean.ravel()), nan=-1.0), kind="stable")[:k]
+
     def top_k(self, k: int) -> list[Ranked]:
         """The k cells with the largest |mean effect|, biggest first."""
         mean, low, high = self.mean.ravel(), self.ci_low.ravel(), self.ci_high.ravel()
-        order = np.argsort(-np.nan_to_num(np.abs(mean), nan=-1.0), kind="stable")[:k]
-        return [Ranked(self.label(i), float(mean[i]), float(low[i]), float(high[i])) for i in order]
+        return [Ranked(self.label(i), float(mean[i]), float(low[i]), float(high[i])) for i in self.top_flat(k)]
 
     def mean_over(self, pairs: np.ndarray) -> np.ndarray:
         """The mean map over a selection of pairs (with repeats, e.g. a bootstrap draw)."""
@@ -625,11 +628,42 @@ def screen_then_verify(
     if top_n < 1:
         raise ValueError(f"top_n must be >= 1, got {top_n}")
     screen = attribution_patching(ranker, runs, grid, direction=direction)
-    order = np.argsort(-np.nan_to_num(np.abs(screen.mean.ravel()), nan=-1.0), kind="stable")[:top_n]
     verified = activation_patching(
-        ranker, runs, grid.subset(order.tolist()), direction=direction, batch_budget=batch_budget
+        ranker, runs, grid.subset(screen.top_flat(top_n).tolist()), direction=direction, batch_budget=batch_budget
     )
     return screen, verified
+
+
+def screened_patching(
+    ranker: HookedRanker,
+    runs: PairRuns,
+    grid: Grid,
+    top_n: int,
+    *,
+    direction: Direction = "denoise",
+    batch_budget: int = 64,
+) -> PatchResult:
+    """``screen_then_verify`` laid back on ``grid``: the ``top_n`` screened cells hold their exact per-pair
+    effects, every other cell NaN (not verified, so no selection rule can pick a cell on an estimate).
+
+    For models whose every head is too many to patch exactly (docs/patching.md, "Screening heads").
+    """
+    screen, verified = screen_then_verify(ranker, runs, grid, top_n, direction=direction, batch_budget=batch_budget)
+    values = np.full((runs.n_pairs, len(grid.cells)), np.nan)
+    scores = np.full((runs.n_pairs, len(grid.cells)), np.nan)
+    order = screen.top_flat(top_n)
+    values[:, order], scores[:, order] = verified.values, verified.scores
+    shape = (runs.n_pairs, *grid.shape)
+    method = f"attribution screen, top {len(order)} exact"
+    return PatchResult(
+        values.reshape(shape),
+        scores.reshape(shape),
+        grid.dims,
+        grid.coords,
+        runs.excluded,
+        method,
+        min_gap=runs.min_gap,
+    )
 
 
 # ------------------------------------------------------------------------------------------- path patching
