@@ -102,6 +102,31 @@ QWEN3_RERANKER_PROMPT = YesNoPrompt(
 # template, so Qwen3-Reranker's (plain text apart from Qwen's chat markers) serves every family.
 DEFAULT_YES_NO_PROMPT = {family: QWEN3_RERANKER_PROMPT for family in DECODER_FAMILIES}
 DEFAULT_PAIR_PROMPT = {family: PairPrompt() for family in DECODER_FAMILIES}
+# A bi-encoder of any family encodes texts as given, unless its checkpoint names prompts
+# (``config_sentence_transformers.json``) or the user sets ``query`` / ``document``.
+BI_ENCODER_PROMPT = PairPrompt(query="{query}", document="{document}")
+
+
+def sentence_transformers_prompt(st_config: Mapping[str, object]) -> PairPrompt | None:
+    """The query / document prompts a sentence-transformers folder names, as a ``PairPrompt`` (None when it
+    names none): ``prompts["query"]`` and ``prompts["document"]`` (or ``"passage"``) are prepended as
+    sentence-transformers' ``encode(prompt_name=...)`` does; ``default_prompt_name``'s prompt serves a side
+    without its own."""
+    prompts = st_config.get("prompts") or {}
+    if not isinstance(prompts, Mapping) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ValueError(f"config_sentence_transformers.json: prompts must map names to strings, got {prompts!r}")
+    default = prompts.get(str(st_config.get("default_prompt_name") or ""), "")
+    query = prompts.get("query", default)
+    document = prompts.get("document", prompts.get("passage", default))
+    if not query and not document:
+        return None
+
+    def escaped(text: str) -> str:
+        return text.replace("{", "{{").replace("}", "}}")
+
+    return PairPrompt(query=escaped(query) + "{query}", document=escaped(document) + "{document}")
+
+
 # A prompt, or overrides of some fields of the family default (``[tool.irmechtest.models."SPEC".prompt]``).
 PromptSpec = YesNoPrompt | PairPrompt | Mapping[str, str]
 PROMPT_KEYS = ("prefix", "body", "suffix", "yes", "no", "query", "document")
@@ -346,8 +371,7 @@ class HookedDecoderRanker(HookedRanker):
     causal = True
 
     def __init__(self, parts: DecoderParts, tokenizer, *, prompt: YesNoPrompt | PairPrompt | None = None, **kw) -> None:
-        super().__init__(parts, tokenizer, **kw)  # type: ignore[arg-type]
-        self.prompt = prompt
+        super().__init__(parts, tokenizer, prompt=prompt, **kw)  # type: ignore[arg-type]
         # Decoders pad on the left, so the scoring position is the last one in every row.
         self.tokenizer.padding_side = "left"
 
@@ -504,6 +528,4 @@ def decoder_ranker_parts(
         prompt = resolve_prompt((DEFAULT_YES_NO_PROMPT if causal_lm else DEFAULT_PAIR_PROMPT)[family], prompt)
         if causal_lm:
             label_rows = (_token_id(tokenizer, prompt.no), _token_id(tokenizer, prompt.yes))
-    elif prompt:
-        raise ValueError("a bi-encoder encodes texts alone: it takes no prompt")
     return decoder_parts(hf_model, tokenizer.pad_token_id, label_rows), prompt, adaptations

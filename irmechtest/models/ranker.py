@@ -140,6 +140,7 @@ class HookedRanker(HookedRootModule):
         max_length: int,
         pooling: Pooling | None = None,
         identity: dict | None = None,
+        prompt: Any = None,
     ) -> None:
         super().__init__()
         if kind == "cross-encoder" and parts.head is None:
@@ -152,6 +153,10 @@ class HookedRanker(HookedRootModule):
         self.name = name
         self.max_length = max_length
         self.pooling = pooling
+        # How texts are worded before tokenising (``decoder.PairPrompt`` / ``YesNoPrompt``; None: as given). A
+        # bi-encoder formats queries with ``prompt.query`` and documents with ``prompt.document``: the
+        # sentence-transformers prompts a checkpoint names (Qwen3-Embedding's query instruction).
+        self.prompt = prompt
         self.identity = dict(identity or {}, name=name)
         self._attach(parts)
         # A family without absolute positions (rotary, relative) or token types has no hook for them: a hook
@@ -275,6 +280,8 @@ class HookedRanker(HookedRootModule):
             raise InputError(f"got {len(queries)} queries but {len(documents)} documents")
         if self.kind == "cross-encoder":
             return self.batch_from_encoding(self._encode_texts(queries, documents, overflow))
+        if self.prompt is not None:
+            documents = [self.prompt.document.format(document=d) for d in documents]
         batch = self.batch_from_encoding(self._encode_texts(documents, None, overflow))
         batch.query_embeddings = self.encode_queries(queries, overflow)
         return batch
@@ -411,10 +418,12 @@ class HookedRanker(HookedRootModule):
         return self.pool(self.final_states(final), batch.attention_mask)
 
     def encode_queries(self, queries: Sequence[str], overflow: Overflow = "error") -> torch.Tensor:
+        """Query embeddings (the bi-encoder's fixed side), worded by ``prompt.query`` and cached per query."""
         missing = sorted({q for q in queries if q not in self._query_cache})
         if missing:
+            worded = missing if self.prompt is None else [self.prompt.query.format(query=q) for q in missing]
             with torch.no_grad(), self.suspended_hooks():
-                for text, emb in zip(missing, self.encode(missing, overflow), strict=True):
+                for text, emb in zip(missing, self.encode(worded, overflow), strict=True):
                     self._query_cache[text] = emb
         return torch.stack([self._query_cache[q] for q in queries])
 
