@@ -165,3 +165,20 @@ def test_path_patching_into_a_receivers_values_patches_its_key_value_head(ranker
     assert np.isfinite(layer0).all()
     assert np.array_equal(layer0[:, 1], layer0[:, 2])
     assert not np.array_equal(layer0[:, 0], layer0[:, 1])
+
+
+def test_an_embedding_wider_than_the_tokenizer_gets_an_aligned_idf_vector():
+    """Qwen2.5 pads its 151,665-token vocabulary to 151,936 embedding rows; the benchmark's random Qwen3 of
+    Qwen3-Reranker-0.6B's shape (151,669 rows, a 30,525-token offline tokenizer) made both U0 probes raise
+    (docs/benchmarks.md). Rows no text reaches get no IDF; the probes run."""
+    from irmechtest.controls.twins import random_hf_model, tiny_decoder_config, tiny_decoder_tokenizer
+    from irmechtest.loading import ranker_from_hf
+    from irmechtest.mechanisms.probes import svd_idf_probe
+
+    tokenizer = tiny_decoder_tokenizer("qwen3")
+    config = tiny_decoder_config("qwen3", tokenizer)
+    config.vocab_size = len(tokenizer) + 100
+    ranker = ranker_from_hf(random_hf_model(config), tokenizer, kind="cross-encoder", name="padded")
+    text = C.probe_text(ranker, 4, 0)
+    assert text.idf.shape == (len(tokenizer) + 100,) and np.isnan(text.idf[len(tokenizer) :]).all()
+    assert np.isfinite(svd_idf_probe(ranker.W_E, text.idf).correlations).all()

@@ -212,11 +212,11 @@ def probe_text(ranker: HookedRanker, n_pairs: int, seed: int, idf_source: str = 
         from irmechtest.controls.planted import sample_pairs
 
         pairs = [QueryDocPair(str(i), str(i), q, d) for i, (q, d) in enumerate(sample_pairs(n_pairs, seed))]
-        return ProbeText(pairs, dict(truth.synonyms), idf_vector(ranker.tokenizer, truth.idf))
+        return ProbeText(pairs, dict(truth.synonyms), idf_vector(ranker.tokenizer, truth.idf, len(ranker.W_E)))
     pairs = load_pairs(limit=n_pairs, seed=seed)
     terms = {t for p in pairs for t in query_terms(p.query)}
     neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().float().cpu().numpy(), terms)
-    return ProbeText(pairs, neighbours, idf_vector(ranker.tokenizer, idf_source))
+    return ProbeText(pairs, neighbours, idf_vector(ranker.tokenizer, idf_source, len(ranker.W_E)))
 
 
 @dataclass
