@@ -5,8 +5,10 @@ The heads are found on exact term matching (TFC1); whether semantic matching (ST
 verdict (tfc1-stmc1-maps), so a model that barely reacts to STMC1 edits is not denied its exact-match heads.
 
 Everything but the TFC1 / STMC1 map correlation reads query -> document or [CLS] -> query attention, which
-only cross-encoders have; on bi-encoders those properties are not applicable. The TFC1, STMC1 and control
-pairs and their patching maps are built once per model and sample and shared by the properties.
+only cross-encoders have; on bi-encoders those properties are not applicable. On causal decoders they read
+the direction the mask allows (document -> query, the last token in place of [CLS]; docs/circuits.md). The
+TFC1, STMC1 and control pairs and their patching maps are built once per model and sample and shared by the
+properties.
 """
 
 from typing import Any
@@ -21,21 +23,29 @@ from irmechtest.report.verdicts import Evidence, Outcome, Verdict
 
 @pytest.fixture(scope="module")
 def circuit_inputs():
-    """(text, diagnostics, maps) per model and sample, computed once and shared by the properties."""
+    """(text, diagnostics, maps, found heads) per model and sample, computed once and shared by the properties;
+    head maps only when a ``method`` is asked for (``C.head_maps``), once per method."""
     cache: dict[tuple, dict[str, Any]] = {}
 
-    def get(ranker, settings, method="exact"):
+    def get(ranker, settings, method=None, verify_top_k=0):
         key = (ranker.name, settings["n_pairs"], settings["seed"], settings["max_length"], settings["idf_source"])
         if key not in cache:
             text = C.probe_text(ranker, settings["n_pairs"], settings["seed"], settings["idf_source"])
             diagnostics = C.diagnostic_runs(ranker, text, seed=settings["seed"], max_length=settings["max_length"])
             cache[key] = {"text": text, "diagnostics": diagnostics, "maps": {}, "heads": {}}
         entry = cache[key]
-        if method not in entry["maps"]:
-            entry["maps"][method] = C.head_maps(ranker, entry["diagnostics"].runs, method)
-        return entry["text"], entry["diagnostics"], entry["maps"][method], entry["heads"]
+        if method is not None and (method, verify_top_k) not in entry["maps"]:
+            maps = C.head_maps(ranker, entry["diagnostics"].runs, method, verify_top_k)
+            entry["maps"][method, verify_top_k] = maps
+        return entry["text"], entry["diagnostics"], entry["maps"].get((method, verify_top_k)), entry["heads"]
 
     return get
+
+
+def head_patching(settings: dict[str, Any]) -> tuple[str, int]:
+    """How the head search patches: every head exactly, or (``head_screen = "attribution"``) an attribution
+    screen with the ``verify_top_k`` largest heads patched exactly."""
+    return ("screened", settings["verify_top_k"]) if settings["head_screen"] == "attribution" else ("exact", 0)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +53,9 @@ def matching_heads(circuit_inputs):
     """``find_matching_heads`` per sample and rule: matching-heads and circuit-fit share one search."""
 
     def get(ranker, settings, **rule):
-        _, diagnostics, maps, found = circuit_inputs(ranker, settings)
-        key = ("matching", *sorted(rule.items()))
+        patching = head_patching(settings)
+        _, diagnostics, maps, found = circuit_inputs(ranker, settings, *patching)
+        key = ("matching", *patching, *sorted(rule.items()))
         if key not in found:
             found[key] = C.find_matching_heads(ranker, diagnostics, maps, **rule)
         return found[key]
@@ -119,13 +130,16 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
                 f"{x.shares.mean():.0%}; difference, 95 % bootstrap interval [{low:+.3g}, {high:+.3g}], must be above 0"
             )
     confirmed = found.confirmed(s["threshold"], n_boot=s["n_boot"], seed=s["seed"])
+    method, top_k = head_patching(s)
+    screened = f"; heads screened by attribution patching, the {top_k} largest patched exactly" if top_k else ""
+    matching, other = ("document -> query", "query") if ranker.causal else ("query -> document", "document")
     irmech_verdict(
         Verdict(
             "matching-heads",
             ranker.name,
             value=found.removed,
             threshold=s["threshold"],
-            summary=f"exact-match heads: {names} ({found.rule}). Mean-ablating them: {ablation}",
+            summary=f"exact-match heads: {names} ({found.rule}{screened}). Mean-ablating them: {ablation}",
             details={
                 **components(found.heads, found.effects()),
                 **sample(s, diagnostics),
@@ -134,6 +148,7 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
                 "removed": {a: x.removed for a, x in found.ablations.items()},
                 "specificity_ci": [low, high],
                 "rule": found.rule,
+                "head_patching": method,
                 "cannot_run": found.cannot_run,
                 "no_control": found.no_control,
             },
@@ -142,8 +157,8 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
                     heatmap(f"{name} activation patching (share of the effect restored)", m.mean, m)
                     for name, m in found.maps.items()
                 ),
-                heatmap("same-token attention: query -> the same token in the document, x chance", found.same_token),
-                heatmap("r(query -> document attention, embedding cosine)", found.attention_r),
+                heatmap(f"same-token attention: {matching} the same token in the {other}, x chance", found.same_token),
+                heatmap(f"r({matching} attention, embedding cosine)", found.attention_r),
             ],
             outcome=Outcome.PASSED if confirmed else Outcome.FAILED,
             reason=found.cannot_run,
@@ -158,6 +173,7 @@ def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, 
     found = scoring_heads(ranker, s, min_effect=s["min_effect"])
     names = ", ".join(f"{C.head_label(h)} (IDF r {found.idf_r[h]:+.2f})" for h in found.heads) or "none"
     why = f"; cannot look for heads: {found.cannot_run}" if found.cannot_run else ""
+    position = "last token" if ranker.causal else "[CLS]"
     evidence = [heatmap("TFC1 path patching to the score", found.map.mean, found.map)] if found.map else []
     irmech_verdict(
         Verdict(
@@ -165,14 +181,16 @@ def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, 
             ranker.name,
             value=found.mean_idf_r,
             threshold=s["threshold"],
-            summary=f"relevance-scoring heads: {names} ({found.rule}){why}; value: their mean [CLS] -> query IDF r",
+            summary=(
+                f"relevance-scoring heads: {names} ({found.rule}){why}; value: their mean {position} -> query IDF r"
+            ),
             details={
                 **components(found.heads, found.effects()),
                 **sample(s, diagnostics),
                 "rule": found.rule,
                 "cannot_run": found.cannot_run,
             },
-            evidence=[*evidence, heatmap("r([CLS] -> query attention, IDF)", found.idf_r)],
+            evidence=[*evidence, heatmap(f"r({position} -> query attention, IDF)", found.idf_r)],
             reason=found.cannot_run,
         )
     )

@@ -16,7 +16,7 @@ def used_idf_source(ranker, settings) -> str:
 @pytest.mark.irmech_property("idf-in-u0")
 def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
     settings = irmech_settings
-    idf = idf_vector(ranker.tokenizer, settings["idf_source"])
+    idf = idf_vector(ranker.tokenizer, settings["idf_source"], len(ranker.W_E))
     probe = svd_idf_probe(ranker.W_E, idf, top_k=settings["top_k"])
     k = probe.best_component
     known = ~np.isnan(idf)

@@ -34,8 +34,12 @@ _RANGES: dict[str, tuple[float, float]] = {
     "baseline_delta": (0.0, math.inf),
 }
 # Settings whose text values are a fixed set (tie_band may also be a number).
-_CHOICES: dict[str, tuple[str, ...]] = {"tie_band": ("calibrate", "control"), "random_twin": RANDOM_TWIN}
-_POSITIVE_INTS = ("n_", "top_k")  # sample and result sizes: at least 1
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "tie_band": ("calibrate", "control"),
+    "random_twin": RANDOM_TWIN,
+    "head_screen": ("none", "attribution"),
+}
+_POSITIVE_INTS = ("n_", "top_k", "verify_top_k")  # sample and result sizes: at least 1
 
 
 class ConfigError(ValueError):

@@ -45,6 +45,7 @@ from _pytest.junitxml import xml_key
 from irmechtest.behaviour.compliance import CachedScorer
 from irmechtest.config import PROFILES, ConfigError, Configuration, load_configuration
 from irmechtest.controls.twins import random_twin
+from irmechtest.cost import announce
 from irmechtest.loading import check_local_spec, load_ranker, model_name
 from irmechtest.models.huggingface import DEFAULT_MODEL, DTYPES, ModelNotFoundError
 from irmechtest.models.ranker import HookedRanker
@@ -244,9 +245,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "irmech_property(name): a mechanistic property, defined in irmechtest.registry (or registered there by "
-        "a conftest); on ranker kinds, hook layouts (ranker.layout) or causal decoders it does not apply to, it "
+        "a conftest); on ranker kinds, or hook layouts (ranker.layout) it does not apply to, it "
         "is skipped and reported as not applicable. An unregistered property declares the same fields as marker "
-        "keywords: applies_to, reason, layouts, causal_reason, quantity",
+        "keywords: applies_to, reason, layouts, quantity",
     )
     state = config.stash[STATE_KEY] = RunState()
     baseline = config.getoption("irmech_baseline")
@@ -286,6 +287,16 @@ def ranker(request: pytest.FixtureRequest) -> HookedRanker:
             failures[spec] = f"{type(error).__name__}: {error}"
         else:
             run_state(request.config).identities[models[spec].name] = jsonable(models[spec].identity)
+            if not _is_worker(request.config):  # the run-cost estimate (irmechtest/cost.py)
+                configuration, run_profile = run_state(request.config).configuration, profile(request.config)
+                announce(
+                    request,
+                    spec,
+                    models[spec],
+                    configuration,
+                    run_profile,
+                    lambda marker, model: property_of(marker).not_applicable_reason(model),
+                )
     if spec in failures:
         raise ModelLoadError(f"model {spec} could not be loaded (the cause is in the irmechtest summary)")
     return models[spec]
@@ -336,7 +347,7 @@ def property_of(marker: pytest.Mark) -> Property:
                 f"got {', '.join(sorted(marker.kwargs))}"
             )
         return PROPERTIES[name]
-    fields = {k: marker.kwargs[k] for k in ("applies_to", "reason", "layouts", "causal_reason") if k in marker.kwargs}
+    fields = {k: marker.kwargs[k] for k in ("applies_to", "reason", "layouts") if k in marker.kwargs}
     return Property(name, marker.kwargs.get("quantity", ""), marker.kwargs.get("measure", ""), **fields)
 
 

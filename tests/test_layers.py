@@ -22,7 +22,8 @@ ALLOWED: dict[str, set[str]] = {
     "registry": {"data"},
     "config": {"registry", "models", "behaviour"},
     "loading": {"models", "controls"},
-    "plugin": {"registry", "config", "loading", "models", "controls", "behaviour", "report"},
+    "cost": {"config", "models", "data"},
+    "plugin": {"registry", "config", "cost", "loading", "models", "controls", "behaviour", "report"},
 }
 # The one import cycle allowed, deferred inside a function: ``HookedRanker.from_pretrained`` calls the loader,
 # which builds every ranker class. Both ends are in the models layer.

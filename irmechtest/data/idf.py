@@ -100,8 +100,13 @@ def resolve_idf_source(tokenizer: Any, source: str | Path | Mapping[str, float] 
     return source
 
 
-def idf_vector(tokenizer: Any, source: str | Path | Mapping[str, float] = DEFAULT_IDF) -> np.ndarray:
+def idf_vector(
+    tokenizer: Any, source: str | Path | Mapping[str, float] = DEFAULT_IDF, size: int | None = None
+) -> np.ndarray:
     """IDF indexed by token id of ``tokenizer``'s vocabulary; NaN where the table lacks the token.
+
+    ``size``: the model's embedding rows, when it has more than the tokenizer has tokens (Qwen2.5 pads 151,665
+    tokens to 151,936 rows): rows no text can reach get NaN, so the vector lines up with ``W_E``.
 
     ``corpus:<pairs source>`` (e.g. ``corpus:irmechtest:vaswani``) computes token IDF in this tokenizer from the
     distinct documents of that source; see ``resolve_idf_source`` for the shipped table's fallback.
@@ -113,7 +118,7 @@ def idf_vector(tokenizer: Any, source: str | Path | Mapping[str, float] = DEFAUL
     else:
         table = load_idf(source)
     vocab = tokenizer.get_vocab()
-    out = np.full(max(vocab.values()) + 1, np.nan)
+    out = np.full(max(max(vocab.values()) + 1, size or 0), np.nan)
     for token, token_id in vocab.items():
         if token in table:
             out[token_id] = table[token]

@@ -58,7 +58,8 @@ class _Rows:
     """Per pair: the query tokens' features and the document's term statistics."""
 
     minus_u0: list[np.ndarray]
-    matching: list[np.ndarray]  # per pair [query token, head]: MS_k(q_i), attention mass on the document
+    # per pair [query token, head]: MS_k(q_i), q_i's attention mass on the document (causal: the document's on q_i)
+    matching: list[np.ndarray]
     query_ids: list[np.ndarray]
     doc_ids: list[np.ndarray]
     scores: np.ndarray
@@ -86,7 +87,11 @@ def _circuit_rows(
         scores.append(score.double().cpu().numpy())
         for row, (q_pos, d_pos) in enumerate(token_spans(ranker, batch)):
             ids = batch.input_ids[row].cpu()
-            mass = [cache[act_name("pattern", ly)][row, h][q_pos][:, d_pos].sum(-1) for ly, h in heads]
+            patterns = [cache[act_name("pattern", ly)][row, h].cpu() for ly, h in heads]
+            if ranker.causal:  # the attention the document gives q_i: the direction a causal mask allows
+                mass = [p[d_pos][:, q_pos].sum(0) for p in patterns]
+            else:
+                mass = [p[q_pos][:, d_pos].sum(-1) for p in patterns]
             rows.matching.append(torch.stack(mass, dim=1).double().cpu().numpy())
             rows.minus_u0.append(-u0[ids[q_pos].numpy()])
             rows.query_ids.append(ids[q_pos].numpy())
@@ -146,7 +151,8 @@ def circuit_fit(
 ) -> CircuitFit:
     """Fit score ~ sum_i linear(-U0(q_i), MS(q_i), -U0(q_i) MS(q_i)) per query-length group (seed 002 sec. 5,
     appendix G), MS being the total matching score sum_k alpha_k MS_k(q_i), MS_k(q_i) q_i's attention mass on
-    the document in head k of ``heads`` (pass ``all_heads(ranker)`` for the paper's all-heads version).
+    the document in head k of ``heads`` (in a causal decoder, the attention mass the document gives q_i; pass
+    ``all_heads(ranker)`` for the paper's all-heads version).
 
     Each group is split 80/20 with ``seed``; a group is fitted only if its training part has at least
     ``min_rows_per_feature`` rows per feature. The alpha_k are fitted on the pooled training rows. BM25 (k1, b

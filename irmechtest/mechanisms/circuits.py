@@ -17,7 +17,9 @@ model is measured and documented in docs/circuits.md:
 The linear circuit fit (seed 002 sec. 5) that uses the matching heads found here is ``circuit_fit.py``.
 
 Query -> document attention exists only in cross-encoders, so everything here except the TFC1 / STMC1 map
-correlation is for cross-encoders (``require_cross_encoder``).
+correlation is for cross-encoders (``require_cross_encoder``). The attention readings follow the mask: in a
+causal decoder the query cannot see the document, so matching is read from document tokens to the query and
+the score position is the last real token instead of [CLS] (docs/circuits.md, "How each probe reads per family").
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ from irmechtest.mechanisms.patching import (
     pair_texts,
     path_patching,
     prepare_pairs,
+    screened_patching,
 )
 from irmechtest.models.hooks import act_name
-from irmechtest.models.ranker import Batch, HookedRanker, InputError
+from irmechtest.models.ranker import Batch, HookedRanker, InputError, last_real_position
 
 Head = tuple[int, int]
 EXACT, SEMANTIC, CONTROL = "TFC1", "STMC1", "control"
@@ -85,11 +88,11 @@ def probe_text(ranker: HookedRanker, n_pairs: int, seed: int, idf_source: str = 
     corpus = ranker.probe_corpus
     if corpus is not None:
         pairs = [QueryDocPair(str(i), str(i), q, d) for i, (q, d) in enumerate(corpus.sample_pairs(n_pairs, seed))]
-        return ProbeText(pairs, dict(corpus.synonyms), idf_vector(ranker.tokenizer, dict(corpus.idf)))
+        return ProbeText(pairs, dict(corpus.synonyms), idf_vector(ranker.tokenizer, dict(corpus.idf), len(ranker.W_E)))
     pairs = load_pairs(limit=n_pairs, seed=seed)
     terms = {t for p in pairs for t in query_terms(p.query)}
     neighbours = embedding_neighbours(ranker.tokenizer, ranker.W_E.detach().float().cpu().numpy(), terms)
-    return ProbeText(pairs, neighbours, idf_vector(ranker.tokenizer, idf_source))
+    return ProbeText(pairs, neighbours, idf_vector(ranker.tokenizer, idf_source, len(ranker.W_E)))
 
 
 @dataclass
@@ -168,13 +171,19 @@ def _control(
     return None
 
 
-def head_maps(ranker: HookedRanker, runs: dict[str, PairRuns], method: str = "exact") -> dict[str, PatchResult]:
+def head_maps(
+    ranker: HookedRanker, runs: dict[str, PairRuns], method: str = "exact", verify_top_k: int = 16
+) -> dict[str, PatchResult]:
     """Activation patching (denoise) of every head on each usable pair set: the maps the probes share.
 
-    ``method="attribution"`` estimates them to first order (``attribution_patching``) for big models.
+    ``method="attribution"`` estimates them to first order (``attribution_patching``) for big models;
+    ``method="screened"`` screens every head with it and patches the ``verify_top_k`` largest exactly, the
+    other heads NaN (``screened_patching``), so heads are still selected on exact effects only.
     """
+    if method == "screened":
+        return {name: screened_patching(ranker, r, head_grid(ranker), verify_top_k) for name, r in runs.items()}
     if method not in ("exact", "attribution"):
-        raise ValueError(f"method must be 'exact' or 'attribution', got {method!r}")
+        raise ValueError(f"method must be 'exact', 'attribution' or 'screened', got {method!r}")
     patch = activation_patching if method == "exact" else attribution_patching
     return {name: patch(ranker, r, head_grid(ranker)) for name, r in runs.items()}
 
@@ -242,7 +251,17 @@ def _heads(mask: np.ndarray) -> list[Head]:
 
 # ------------------------------------------------------------------------------------------- attention
 def token_spans(ranker: HookedRanker, batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per row: positions of query tokens and of document tokens (special tokens and padding excluded)."""
+    """Per row: positions of query tokens and of document tokens (special tokens, prompt text and padding
+    excluded): from the batch's ``segments`` where the ranker marks them (decoder prompts), else the tokens
+    before and after the first [SEP]."""
+    if batch.segments is not None:
+        segments = (batch.segments * batch.attention_mask).cpu()
+        return [(torch.nonzero(row == 1).flatten(), torch.nonzero(row == 2).flatten()) for row in segments]
+    if ranker.causal:
+        raise InputError(
+            f"{ranker.name}: the query and document positions of a prompt are read from a fast tokenizer's "
+            "character offsets, and this tokenizer is not a fast one"
+        )
     ids, mask = batch.input_ids.cpu(), batch.attention_mask.cpu().bool()
     special = torch.isin(ids, torch.tensor(ranker.tokenizer.all_special_ids)) | ~mask
     sep = ids == ranker.tokenizer.sep_token_id
@@ -263,8 +282,17 @@ def attention_patterns(ranker: HookedRanker, batch: Batch, layers: Sequence[int]
     return torch.stack([cache[n] for n in names], dim=1).double().cpu()
 
 
-# Per row: (query positions, document positions, token ids) -> (from positions, to positions, values [from, to]).
-Selector = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, np.ndarray]]
+def _score_positions(ranker: HookedRanker, batch: Batch) -> torch.Tensor:
+    """Per row, where the score is read: [CLS] (position 0) in an encoder, the last real token in a causal
+    decoder (left padding puts it last)."""
+    if ranker.causal:
+        return last_real_position(batch.attention_mask.cpu())
+    return torch.zeros(len(batch), dtype=torch.long)
+
+
+# Per row: (query positions, document positions, token ids, score position) -> (from positions, to positions,
+# values [from, to]); NaN values are left out.
+Selector = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, np.ndarray]]
 
 
 def _attention_correlation(ranker: HookedRanker, batches: Sequence[Batch], select: Selector) -> np.ndarray:
@@ -274,8 +302,9 @@ def _attention_correlation(ranker: HookedRanker, batches: Sequence[Batch], selec
     attn_parts, value_parts = [], []
     for batch in batches:
         patterns = attention_patterns(ranker, batch)
+        score_at = _score_positions(ranker, batch)
         for row, (q_pos, d_pos) in enumerate(token_spans(ranker, batch)):
-            src, dst, values = select(q_pos, d_pos, batch.input_ids[row].cpu())
+            src, dst, values = select(q_pos, d_pos, batch.input_ids[row].cpu(), int(score_at[row]))
             if len(src) == 0 or len(dst) == 0:
                 continue
             attn = patterns[row][:, :, src][:, :, :, dst].reshape(n_layers * n_heads, -1).numpy()
@@ -294,12 +323,14 @@ def _attention_correlation(ranker: HookedRanker, batches: Sequence[Batch], selec
 
 
 def attention_similarity(ranker: HookedRanker, batches: Sequence[Batch]) -> np.ndarray:
-    """Per head: r(attention q_i -> d_j, cos(W_E[q_i], W_E[d_j])) over query x document token pairs (sec. 4.3)."""
+    """Per head: r(attention q_i -> d_j, cos(W_E[q_i], W_E[d_j])) over query x document token pairs (sec. 4.3);
+    in a causal decoder r(attention d_j -> q_i, cosine), the direction its mask allows."""
     require_cross_encoder(ranker, "the matching-head attention test")
     unit = torch.nn.functional.normalize(ranker.W_E.detach().double().cpu(), dim=1)
 
-    def select(q_pos: torch.Tensor, d_pos: torch.Tensor, ids: torch.Tensor):
-        return q_pos, d_pos, (unit[ids[q_pos]] @ unit[ids[d_pos]].T).numpy()
+    def select(q_pos: torch.Tensor, d_pos: torch.Tensor, ids: torch.Tensor, _: int):
+        src, dst = (d_pos, q_pos) if ranker.causal else (q_pos, d_pos)
+        return src, dst, (unit[ids[src]] @ unit[ids[dst]].T).numpy()
 
     return _attention_correlation(ranker, batches, select)
 
@@ -310,9 +341,12 @@ def same_token_attention(ranker: HookedRanker, batches: Sequence[Batch]) -> np.n
 
     Pooled as a ratio of sums over every (row, query token with a duplicate in the document):
     sum attention(q_i -> its duplicates) / sum attention(q_i -> document) x n_duplicates / n_document, so
-    rows with little attention to the document weigh little. Exact term matching, seed 002 fig. 4.
+    rows with little attention to the document weigh little. Exact term matching, seed 002 fig. 4. A causal
+    decoder is read the other way (``_causal_same_token_attention``).
     """
     require_cross_encoder(ranker, "the matching-head attention test")
+    if ranker.causal:
+        return _causal_same_token_attention(ranker, batches)
     n_layers, n_heads = ranker.cfg.n_layers, ranker.cfg.n_heads
     observed, expected = np.zeros(n_layers * n_heads), np.zeros(n_layers * n_heads)
     for batch in batches:
@@ -334,22 +368,60 @@ def same_token_attention(ranker: HookedRanker, batches: Sequence[Batch]) -> np.n
         )
 
 
+def _causal_same_token_attention(ranker: HookedRanker, batches: Sequence[Batch]) -> np.ndarray:
+    """``same_token_attention`` under a causal mask: document tokens attend to their duplicates in the query.
+
+    Chance is uniform attention over the content a document token can see (the query and the document
+    before it; prompt text, special tokens and the token itself excluded), given its attention to that
+    content: sum attention(d_j -> its duplicates in the query) / sum attention(d_j -> visible content) x
+    n_visible / n_duplicates pooled as a ratio of sums. Why not uniform over the query alone, the mirror of
+    the encoder's document: a query has a handful of tokens, so that lift could not exceed n_query /
+    n_duplicates (about 6 for a TREC DL query) and a perfect matching head would sit near the 5x rule.
+    """
+    n_layers, n_heads = ranker.cfg.n_layers, ranker.cfg.n_heads
+    observed, expected = np.zeros(n_layers * n_heads), np.zeros(n_layers * n_heads)
+    for batch in batches:
+        patterns = attention_patterns(ranker, batch)
+        ids = batch.input_ids.cpu()
+        for row, (q_pos, d_pos) in enumerate(token_spans(ranker, batch)):
+            same = (ids[row, d_pos][:, None] == ids[row, q_pos][None, :]).double()  # [d, q]
+            has = same.sum(1) > 0
+            if not has.any():
+                continue
+            content = torch.cat([q_pos, d_pos])
+            visible = (content[None, :] < d_pos[has][:, None]).double()  # [d with a duplicate, content]
+            attn = patterns[row][:, :, d_pos[has]].reshape(n_layers * n_heads, int(has.sum()), -1)
+            on_query = attn[:, :, q_pos]
+            observed += (on_query * same[has]).sum((1, 2)).numpy()
+            on_content = (attn[:, :, content] * visible).sum(2)
+            expected += (on_content * same[has].sum(1) / visible.sum(1)).sum(1).numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(expected > 0, observed / np.where(expected > 0, expected, 1.0), np.nan).reshape(
+            n_layers, n_heads
+        )
+
+
 def cls_idf_attention(ranker: HookedRanker, batches: Sequence[Batch], idf: np.ndarray) -> np.ndarray:
-    """Per head: r([CLS] -> query-token attention, the query token's IDF) (sec. 4.1)."""
+    """Per head: r([CLS] -> query-token attention, the query token's IDF) (sec. 4.1); in a causal decoder the
+    score position is the last real token, which sees the whole query."""
     require_cross_encoder(ranker, "the scoring-head attention test")
 
-    def select(q_pos: torch.Tensor, d_pos: torch.Tensor, ids: torch.Tensor):
-        return torch.tensor([0]), q_pos, idf[ids[q_pos].numpy()][None, :]
+    def select(q_pos: torch.Tensor, d_pos: torch.Tensor, ids: torch.Tensor, score_at: int):
+        return torch.tensor([score_at]), q_pos, idf[ids[q_pos].numpy()][None, :]
 
     return _attention_correlation(ranker, batches, select)
 
 
 def query_idf_attention(ranker: HookedRanker, batches: Sequence[Batch], idf: np.ndarray) -> np.ndarray:
-    """Per head: r(query -> query-token attention, the attended token's IDF) (sec. 4.2)."""
+    """Per head: r(query -> query-token attention, the attended token's IDF) (sec. 4.2); in a causal decoder
+    only over the (from, to) pairs its mask allows (a query token sees itself and the query tokens before it)."""
     require_cross_encoder(ranker, "the contextualisation-head attention test")
 
-    def select(q_pos: torch.Tensor, d_pos: torch.Tensor, ids: torch.Tensor):
-        return q_pos, q_pos, np.tile(idf[ids[q_pos].numpy()], (len(q_pos), 1))
+    def select(q_pos: torch.Tensor, d_pos: torch.Tensor, ids: torch.Tensor, _: int):
+        values = np.tile(idf[ids[q_pos].numpy()], (len(q_pos), 1))
+        if ranker.causal:
+            values[(q_pos[None, :] > q_pos[:, None]).numpy()] = np.nan
+        return q_pos, q_pos, values
 
     return _attention_correlation(ranker, batches, select)
 

@@ -242,11 +242,14 @@ class PatchResult:
         index = np.unravel_index(flat, self.shape)
         return {d: self.coords[d][i] for d, i in zip(self.dims, index, strict=True)}
 
+    def top_flat(self, k: int) -> np.ndarray:
+        """Flat indices of the k cells with the largest |mean effect|, biggest first (NaN last)."""
+        return np.argsort(-np.nan_to_num(np.abs(self.mean.ravel()), nan=-1.0), kind="stable")[:k]
+
     def top_k(self, k: int) -> list[Ranked]:
         """The k cells with the largest |mean effect|, biggest first."""
         mean, low, high = self.mean.ravel(), self.ci_low.ravel(), self.ci_high.ravel()
-        order = np.argsort(-np.nan_to_num(np.abs(mean), nan=-1.0), kind="stable")[:k]
-        return [Ranked(self.label(i), float(mean[i]), float(low[i]), float(high[i])) for i in order]
+        return [Ranked(self.label(i), float(mean[i]), float(low[i]), float(high[i])) for i in self.top_flat(k)]
 
     def mean_over(self, pairs: np.ndarray) -> np.ndarray:
         """The mean map over a selection of pairs (with repeats, e.g. a bootstrap draw)."""
@@ -548,11 +551,42 @@ def screen_then_verify(
     if top_n < 1:
         raise ValueError(f"top_n must be >= 1, got {top_n}")
     screen = attribution_patching(ranker, runs, grid, direction=direction)
-    order = np.argsort(-np.nan_to_num(np.abs(screen.mean.ravel()), nan=-1.0), kind="stable")[:top_n]
     verified = activation_patching(
-        ranker, runs, grid.subset(order.tolist()), direction=direction, batch_budget=batch_budget
+        ranker, runs, grid.subset(screen.top_flat(top_n).tolist()), direction=direction, batch_budget=batch_budget
     )
     return screen, verified
+
+
+def screened_patching(
+    ranker: HookedRanker,
+    runs: PairRuns,
+    grid: Grid,
+    top_n: int,
+    *,
+    direction: PatchDirection = "denoise",
+    batch_budget: int = 64,
+) -> PatchResult:
+    """``screen_then_verify`` laid back on ``grid``: the ``top_n`` screened cells hold their exact per-pair
+    effects, every other cell NaN (not verified, so no selection rule can pick a cell on an estimate).
+
+    For models whose every head is too many to patch exactly (docs/patching.md, "Screening heads").
+    """
+    screen, verified = screen_then_verify(ranker, runs, grid, top_n, direction=direction, batch_budget=batch_budget)
+    values = np.full((runs.n_pairs, len(grid.cells)), np.nan)
+    scores = np.full((runs.n_pairs, len(grid.cells)), np.nan)
+    order = screen.top_flat(top_n)
+    values[:, order], scores[:, order] = verified.values, verified.scores
+    shape = (runs.n_pairs, *grid.shape)
+    method = f"attribution screen, top {len(order)} exact"
+    return PatchResult(
+        values.reshape(shape),
+        scores.reshape(shape),
+        grid.dims,
+        grid.coords,
+        runs.excluded,
+        method,
+        min_gap=runs.min_gap,
+    )
 
 
 # ------------------------------------------------------------------------------------------- path patching
@@ -597,7 +631,8 @@ def path_patching(
     """Direct effect of every sender head on the score, or on receiver heads' q / k / v inputs.
 
     To the score: dims ("layer", "head"). To receivers: dims ("sender", "receiver", "channel") labelled
-    "layer.head", NaN where the sender is not below the receiver.
+    "layer.head", NaN where the sender is not below the receiver. Under grouped-query attention (decoders) a
+    receiver's k / v input is its key / value head's, which the other query heads of its group read too.
     """
     cfg = ranker.cfg
     target, source = runs.sides(direction)
@@ -647,7 +682,7 @@ def path_patching(
                     pairs: torch.Tensor,
                     values: torch.Tensor = values,
                     name: str = name,
-                    head: int = r_head,
+                    head: int = r_head * values.shape[2] // cfg.n_heads,  # its key / value head under GQA
                 ) -> Patches:
                     mask = torch.zeros_like(values[chunk], dtype=torch.bool)
                     mask[:, :, head] = True

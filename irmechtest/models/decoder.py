@@ -102,6 +102,31 @@ QWEN3_RERANKER_PROMPT = YesNoPrompt(
 # template, so Qwen3-Reranker's (plain text apart from Qwen's chat markers) serves every family.
 DEFAULT_YES_NO_PROMPT = {family: QWEN3_RERANKER_PROMPT for family in DECODER_FAMILIES}
 DEFAULT_PAIR_PROMPT = {family: PairPrompt() for family in DECODER_FAMILIES}
+# A bi-encoder of any family encodes texts as given, unless its checkpoint names prompts
+# (``config_sentence_transformers.json``) or the user sets ``query`` / ``document``.
+BI_ENCODER_PROMPT = PairPrompt(query="{query}", document="{document}")
+
+
+def sentence_transformers_prompt(st_config: Mapping[str, object]) -> PairPrompt | None:
+    """The query / document prompts a sentence-transformers folder names, as a ``PairPrompt`` (None when it
+    names none): ``prompts["query"]`` and ``prompts["document"]`` (or ``"passage"``) are prepended as
+    sentence-transformers' ``encode(prompt_name=...)`` does; ``default_prompt_name``'s prompt serves a side
+    without its own."""
+    prompts = st_config.get("prompts") or {}
+    if not isinstance(prompts, Mapping) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ValueError(f"config_sentence_transformers.json: prompts must map names to strings, got {prompts!r}")
+    default = prompts.get(str(st_config.get("default_prompt_name") or ""), "")
+    query = prompts.get("query", default)
+    document = prompts.get("document", prompts.get("passage", default))
+    if not query and not document:
+        return None
+
+    def escaped(text: str) -> str:
+        return text.replace("{", "{{").replace("}", "}}")
+
+    return PairPrompt(query=escaped(query) + "{query}", document=escaped(document) + "{document}")
+
+
 # A prompt, or overrides of some fields of the family default (``[tool.irmechtest.models."SPEC".prompt]``).
 PromptSpec = YesNoPrompt | PairPrompt | Mapping[str, str]
 PROMPT_KEYS = ("prefix", "body", "suffix", "yes", "no", "query", "document")
@@ -346,8 +371,7 @@ class HookedDecoderRanker(HookedRanker):
     causal = True
 
     def __init__(self, parts: DecoderParts, tokenizer, *, prompt: YesNoPrompt | PairPrompt | None = None, **kw) -> None:
-        super().__init__(parts, tokenizer, **kw)  # type: ignore[arg-type]
-        self.prompt = prompt
+        super().__init__(parts, tokenizer, prompt=prompt, **kw)  # type: ignore[arg-type]
         # Decoders pad on the left, so the scoring position is the last one in every row.
         self.tokenizer.padding_side = "left"
 
@@ -372,7 +396,18 @@ class HookedDecoderRanker(HookedRanker):
             return super()._encode_texts(first, None, overflow)
         if isinstance(prompt, PairPrompt):
             queries = [prompt.query.format(query=q) for q in first]
-            return super()._encode_texts(queries, [prompt.document.format(document=d) for d in second], overflow)
+            encoded = super()._encode_texts(queries, [prompt.document.format(document=d) for d in second], overflow)
+            if self.tokenizer.is_fast:
+                windows = [
+                    (
+                        (0, *_field_spans(prompt.query, query=q)["query"], 1),
+                        (1, *_field_spans(prompt.document, document=d)["document"], 2),
+                    )
+                    for q, d in zip(first, second, strict=True)
+                ]
+                rows = [_segment_row(e, w) for e, w in zip(encoded.encodings, windows, strict=True)]
+                encoded["segments"] = torch.tensor(rows)
+            return encoded
         if not isinstance(prompt, YesNoPrompt):
             raise TypeError(f"{self.name}: a decoder cross-encoder needs a YesNoPrompt or a PairPrompt")
         return self._encode_yes_no(prompt, first, second, overflow)
@@ -388,10 +423,11 @@ class HookedDecoderRanker(HookedRanker):
         tok = self.tokenizer
         prefix, suffix = (tok(t, add_special_tokens=False)["input_ids"] for t in (prompt.prefix, prompt.suffix))
         prefix = ([tok.bos_token_id] if tok.bos_token_id is not None else []) + prefix
-        bodies = tok(
+        encoded = tok(
             [prompt.body.format(query=q, document=d) for q, d in zip(queries, documents, strict=True)],
             add_special_tokens=False,
-        )["input_ids"]
+        )
+        bodies = encoded["input_ids"]
         room = self.max_length - len(prefix) - len(suffix)
         too_long = [i for i, body in enumerate(bodies) if len(body) > room]
         if too_long and overflow == "error":
@@ -409,7 +445,16 @@ class HookedDecoderRanker(HookedRanker):
         pad = self.cfg.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
         attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        out = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if tok.is_fast:
+            segments = []
+            for i, (q, d) in enumerate(zip(queries, documents, strict=True)):
+                spans = _field_spans(prompt.body, query=q, document=d)
+                body = _segment_row(encoded.encodings[i], ((0, *spans["query"], 1), (0, *spans["document"], 2)))
+                row = [0] * len(prefix) + body[:room] + [0] * len(suffix)
+                segments.append([0] * (width - len(row)) + row)
+            out["segments"] = torch.tensor(segments)
+        return out
 
     # ------------------------------------------------------------------------------------- forward
     def embed_inputs(self, batch: Batch, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
@@ -429,6 +474,29 @@ class HookedDecoderRanker(HookedRanker):
     def head_logits(self, batch: Batch, states: torch.Tensor) -> torch.Tensor:
         last = last_real_position(batch.attention_mask)
         return self.head(self.hook_pooled(states[torch.arange(len(states), device=states.device), last]))
+
+
+def _field_spans(template: str, **values: str) -> dict[str, tuple[int, int]]:
+    """The character span of each placeholder's value in ``template.format(**values)``."""
+    spans, at = {}, 0
+    for literal, name, _, _ in string.Formatter().parse(template):
+        at += len(literal)
+        if name:
+            spans[name] = (at, at + len(values[name]))
+            at += len(values[name])
+    return spans
+
+
+def _segment_row(encoding, windows: Sequence[tuple[int, int, int, int]]) -> list[int]:
+    """Per token of a fast tokenizer's ``encoding``: the label of the first (sequence, start, end, label)
+    window its characters overlap (1 query, 2 document), else 0 (prompt text, special tokens, padding).
+
+    Overlap, not containment: a byte-level BPE token carries the space before a word (" apple")."""
+    out = []
+    for seq, (start, end) in zip(encoding.sequence_ids, encoding.offsets, strict=True):
+        hit = (lab for s, a, b, lab in windows if seq == s and end > start and start < b and end > a)
+        out.append(next(hit, 0))
+    return out
 
 
 def _token_id(tokenizer, token: str) -> int:
@@ -460,6 +528,4 @@ def decoder_ranker_parts(
         prompt = resolve_prompt((DEFAULT_YES_NO_PROMPT if causal_lm else DEFAULT_PAIR_PROMPT)[family], prompt)
         if causal_lm:
             label_rows = (_token_id(tokenizer, prompt.no), _token_id(tokenizer, prompt.yes))
-    elif prompt:
-        raise ValueError("a bi-encoder encodes texts alone: it takes no prompt")
     return decoder_parts(hf_model, tokenizer.pad_token_id, label_rows), prompt, adaptations

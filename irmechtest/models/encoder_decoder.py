@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from irmechtest.models.decoder import YesNoPrompt
 from irmechtest.models.encoder import EncoderConfig, HookedAttention, HookedMLP
 from irmechtest.models.hooks import HookedRootModule, HookPoint
 from irmechtest.models.modern_encoders import HookedGatedMLP, PreLNBlock
@@ -28,6 +29,9 @@ from irmechtest.models.ranker import Batch, HookedRanker, InputError, Overflow
 # The model card's prompt and label words (castorini/monot5-*-msmarco; pygaggle's MonoT5).
 MONOT5_TEMPLATE = "Query: {query} Document: {document} Relevant:"
 MONOT5_LABELS = ("true", "false")
+# The same as a prompt a user can override field by field (``[tool.irmechtest.models."SPEC".prompt]``: ``body``
+# with {query} and {document}, ``yes`` / ``no`` label words; ``prefix`` / ``suffix`` are put around the body).
+MONOT5_PROMPT = YesNoPrompt(prefix="", body=MONOT5_TEMPLATE, suffix="", yes=MONOT5_LABELS[0], no=MONOT5_LABELS[1])
 
 
 class HookedRMSNorm(nn.Module):

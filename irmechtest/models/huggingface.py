@@ -27,7 +27,16 @@ from transformers import (
 )
 
 from irmechtest.models import modern_encoders
-from irmechtest.models.decoder import DECODER_FAMILIES, HookedDecoderRanker, PromptSpec, decoder_ranker_parts
+from irmechtest.models.decoder import (
+    BI_ENCODER_PROMPT,
+    DECODER_FAMILIES,
+    HookedDecoderRanker,
+    PairPrompt,
+    PromptSpec,
+    decoder_ranker_parts,
+    resolve_prompt,
+    sentence_transformers_prompt,
+)
 from irmechtest.models.encoder import (
     SUPPORTED_FAMILIES,
     EncoderParts,
@@ -35,7 +44,7 @@ from irmechtest.models.encoder import (
     bert_like_parts,
     distilbert_parts,
 )
-from irmechtest.models.encoder_decoder import HookedEncoderDecoderRanker
+from irmechtest.models.encoder_decoder import MONOT5_PROMPT, HookedEncoderDecoderRanker
 from irmechtest.models.ranker import HookedRanker, Pooling, ProbeCorpus
 
 # Every model_type irmechtest loads: the hooked encoder's and the hooked decoder's families.
@@ -92,8 +101,9 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"cannot read {path}: {exc}") from exc
 
 
-def _sentence_transformers_layout(directory: Path) -> tuple[str, Path, Pooling | None, int | None]:
-    """Kind, transformer directory, pooling recipe and max_seq_length of a sentence-transformers folder."""
+def _sentence_transformers_layout(directory: Path) -> tuple[str, Path, Pooling | None, int | None, PairPrompt | None]:
+    """Kind, transformer directory, pooling recipe, max_seq_length and the prompts of a sentence-transformers
+    folder (``config_sentence_transformers.json``: ``prompts``, ``default_prompt_name``)."""
     modules = _read_json(directory / "modules.json")
     st_config = (
         _read_json(directory / "config_sentence_transformers.json")
@@ -110,7 +120,7 @@ def _sentence_transformers_layout(directory: Path) -> tuple[str, Path, Pooling |
         if (model_dir / name).exists():
             max_len = _read_json(model_dir / name).get("max_seq_length")
     if st_config.get("model_type") == "CrossEncoder":
-        return "cross-encoder", model_dir, None, max_len
+        return "cross-encoder", model_dir, None, max_len, None
     unsupported = set(types) - _SUPPORTED_ST_MODULES
     if unsupported:
         raise ValueError(
@@ -139,7 +149,7 @@ def _sentence_transformers_layout(directory: Path) -> tuple[str, Path, Pooling |
     if similarity not in {"cosine", "dot"}:
         raise ValueError(f"similarity {similarity!r} is not supported (supported: cosine, dot)")
     pooling = Pooling(mode=mode, normalize="Normalize" in types, similarity=similarity)
-    return "bi-encoder", model_dir, pooling, max_len
+    return "bi-encoder", model_dir, pooling, max_len, sentence_transformers_prompt(st_config)
 
 
 def _checkpoint_kind(config) -> str:
@@ -181,9 +191,9 @@ def load_from_directory(
     """
     directory = Path(directory)
     _require_config(directory)
-    pooling, max_len = None, None
+    pooling, max_len, checkpoint_prompt = None, None, None
     if (directory / "modules.json").exists():
-        kind, model_dir, pooling, max_len = _sentence_transformers_layout(directory)
+        kind, model_dir, pooling, max_len, checkpoint_prompt = _sentence_transformers_layout(directory)
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
     else:
         model_dir = directory
@@ -218,6 +228,7 @@ def load_from_directory(
         max_length=max_len,
         identity=identity,
         prompt=prompt,
+        checkpoint_prompt=checkpoint_prompt,
     )
 
 
@@ -231,12 +242,15 @@ def ranker_from_hf(
     max_length: int | None = None,
     identity: dict | None = None,
     prompt: PromptSpec | None = None,
+    checkpoint_prompt: PairPrompt | None = None,
     probe_corpus: ProbeCorpus | None = None,
 ) -> HookedRanker:
     """Wrap an in-memory Hugging Face model; its modules are shared, not copied.
 
-    ``prompt`` (decoder cross-encoders only) replaces the family's default template (``decoder.DEFAULT_*_PROMPT``)
-    or, as a mapping, some of its fields.
+    How pairs are worded: the checkpoint's own prompts where it names them (``checkpoint_prompt``: a
+    sentence-transformers folder's), else the family default (``decoder.DEFAULT_*_PROMPT``, monoT5's model-card
+    template, a bi-encoder's texts as given); ``prompt`` (``[tool.irmechtest.models."SPEC".prompt]``) replaces
+    it or, as a mapping, some of its fields. Encoder cross-encoders read ``[CLS] q [SEP] d [SEP]`` and take none.
     """
     decoder = hf_model.config.model_type in DECODER_FAMILIES
     if kind == "cross-encoder" and not (decoder and hasattr(hf_model, "lm_head")):
@@ -248,11 +262,27 @@ def ranker_from_hf(
             )
     hf_model.eval()
     identity = dict(identity or {})
-    if prompt and not decoder:
-        raise ValueError(f"{name} is a {hf_model.config.model_type} model: only decoder rerankers take a prompt")
-    if hf_model.config.model_type == "t5":
+    t5 = hf_model.config.model_type == "t5"
+    if prompt and not (decoder or t5 or kind == "bi-encoder"):
+        raise ValueError(
+            f"{name} is a {hf_model.config.model_type} cross-encoder: it reads [CLS] query [SEP] document [SEP] "
+            "and takes no prompt (decoder rerankers, monoT5 and bi-encoders do)"
+        )
+    if t5:
+        words = resolve_prompt(MONOT5_PROMPT, prompt)
         limit = min(512, max_length or 512, getattr(tokenizer, "model_max_length", 512))
-        return HookedEncoderDecoderRanker(hf_model, tokenizer, name=name, max_length=limit, identity=identity)
+        template, labels = words.prefix + words.body + words.suffix, (words.yes, words.no)
+        ranker = HookedEncoderDecoderRanker(
+            hf_model, tokenizer, name=name, max_length=limit, identity=identity, template=template, labels=labels
+        )
+        ranker.prompt = words
+        return ranker
+    bi_prompt = None
+    if kind == "bi-encoder":
+        bi_prompt = resolve_prompt(checkpoint_prompt or BI_ENCODER_PROMPT, prompt)
+        prompt = None
+        if bi_prompt != BI_ENCODER_PROMPT:
+            identity["prompt"] = {"query": bi_prompt.query, "document": bi_prompt.document}
     if decoder:
         parts, prompt, adaptations = decoder_ranker_parts(hf_model, tokenizer, kind, prompt)
         identity.update(adaptations)
@@ -264,7 +294,6 @@ def ranker_from_hf(
     tok_limit = getattr(tokenizer, "model_max_length", None)
     if tok_limit and tok_limit < 1_000_000:
         limits.append(tok_limit)
-    extra = {"prompt": prompt} if decoder else {}
     return (HookedDecoderRanker if decoder else HookedRanker)(
         parts,
         tokenizer,
@@ -275,7 +304,7 @@ def ranker_from_hf(
         identity=identity,
         hf_model=hf_model,
         probe_corpus=probe_corpus,
-        **extra,
+        prompt=bi_prompt or prompt,
     )
 
 

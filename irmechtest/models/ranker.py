@@ -73,6 +73,10 @@ class Batch:
     position_ids: torch.Tensor
     token_type_ids: torch.Tensor | None = None
     query_embeddings: torch.Tensor | None = None
+    # [batch, pos]: 1 where a token is the query's, 2 the document's, 0 elsewhere (prompt, special tokens,
+    # padding). Set by rankers whose pair layout no separator token tells (decoder prompts); None: the
+    # tokenizer's own [CLS] q [SEP] d [SEP] layout.
+    segments: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -90,6 +94,7 @@ class Batch:
                 ("position_ids", self.position_ids),
                 ("token_type_ids", self.token_type_ids),
                 ("query_embeddings", self.query_embeddings),
+                ("segments", self.segments),
             )
         }
         return replace(self, **tensors)
@@ -110,6 +115,7 @@ class Batch:
             attention_mask=self.attention_mask[:, :length],
             position_ids=self.position_ids[:, :length],
             token_type_ids=None if self.token_type_ids is None else self.token_type_ids[:, :length],
+            segments=None if self.segments is None else self.segments[:, :length],
         )
 
 
@@ -147,6 +153,7 @@ class HookedRanker(HookedRootModule):
         identity: dict | None = None,
         hf_model: nn.Module | None = None,
         probe_corpus: ProbeCorpus | None = None,
+        prompt: Any = None,
     ) -> None:
         super().__init__()
         if kind == "cross-encoder" and parts.head is None:
@@ -159,6 +166,10 @@ class HookedRanker(HookedRootModule):
         self.name = name
         self.max_length = max_length
         self.pooling = pooling
+        # How texts are worded before tokenising (``decoder.PairPrompt`` / ``YesNoPrompt``; None: as given). A
+        # bi-encoder formats queries with ``prompt.query`` and documents with ``prompt.document``: the
+        # sentence-transformers prompts a checkpoint names (Qwen3-Embedding's query instruction).
+        self.prompt = prompt
         self.identity = dict(identity or {}, name=name)
         self._attach(parts)
         # A family without absolute positions (rotary, relative) or token types has no hook for them: a hook
@@ -287,7 +298,7 @@ class HookedRanker(HookedRootModule):
         return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
 
     def batch_from_encoding(self, encoded: dict[str, torch.Tensor]) -> Batch:
-        """A ``Batch`` from tokenizer output (input_ids, attention_mask, optional token_type_ids)."""
+        """A ``Batch`` from tokenizer output (input_ids, attention_mask, optional token_type_ids and segments)."""
         input_ids = encoded["input_ids"].to(self.device)
         token_type_ids = None
         if self.token_type_embed is not None:
@@ -299,6 +310,7 @@ class HookedRanker(HookedRootModule):
             attention_mask=encoded["attention_mask"].to(self.device),
             position_ids=self._position_ids(input_ids),
             token_type_ids=token_type_ids,
+            segments=None if encoded.get("segments") is None else encoded["segments"].to(self.device),
         )
 
     def tokenize(self, queries: Sequence[str], documents: Sequence[str], overflow: Overflow = "error") -> Batch:
@@ -309,6 +321,8 @@ class HookedRanker(HookedRootModule):
             raise InputError(f"got {len(queries)} queries but {len(documents)} documents")
         if self.kind == "cross-encoder":
             return self.batch_from_encoding(self._encode_texts(queries, documents, overflow))
+        if self.prompt is not None:
+            documents = [self.prompt.document.format(document=d) for d in documents]
         batch = self.batch_from_encoding(self._encode_texts(documents, None, overflow))
         batch.query_embeddings = self.encode_queries(queries, overflow)
         return batch
@@ -445,10 +459,12 @@ class HookedRanker(HookedRootModule):
         return self.pool(self.final_states(final), batch.attention_mask)
 
     def encode_queries(self, queries: Sequence[str], overflow: Overflow = "error") -> torch.Tensor:
+        """Query embeddings (the bi-encoder's fixed side), worded by ``prompt.query`` and cached per query."""
         missing = sorted({q for q in queries if q not in self._query_cache})
         if missing:
+            worded = missing if self.prompt is None else [self.prompt.query.format(query=q) for q in missing]
             with torch.no_grad(), self.suspended_hooks():
-                for text, emb in zip(missing, self.encode(missing, overflow), strict=True):
+                for text, emb in zip(missing, self.encode(worded, overflow), strict=True):
                     self._query_cache[text] = emb
         return torch.stack([self._query_cache[q] for q in queries])
 
