@@ -20,7 +20,7 @@ import pytest
 
 from irmechtest.nig import baseline_checks, choose_baseline, neuron_integrated_gradients, pruning_study, top_fraction
 from irmechtest.reranking import planted_data, trec_sample_data
-from irmechtest.verdicts import Evidence, Verdict
+from irmechtest.verdicts import Evidence, Verdict, min_pairs
 
 
 @pytest.mark.irmech_property(
@@ -84,5 +84,7 @@ def test_pruning_top_nig_neurons_hurts_more_than_random(ranker, irmech_settings,
                 ),
                 Evidence("table", "pruning study (nDCG@10 over the reranked queries)", result.table()),
             ],
+            sample={"reranked queries": len(data.lists)},  # the paired t-test's unit
+            min_sample=min_pairs(),
         )
     )
