@@ -8,11 +8,11 @@ Hypothesis search steered by ``target``, a shrunk counterexample built from shor
 
 import pytest
 
-from irmechtest.axioms import BUILTIN_AXIOMS
 from irmechtest.compliance import CachedScorer, measure_axiom, to_verdict, wants_twin
-from irmechtest.pairs import PairBuilder
-from irmechtest.strategies import ranker_context, search_worst_violation
-from irmechtest.verdicts import Evidence
+from irmechtest.data.catalogue import BUILTIN_AXIOMS
+from irmechtest.data.pairs import PairBuilder
+from irmechtest.data.strategies import ranker_context, search_worst_violation
+from irmechtest.report.verdicts import Evidence
 
 AXIOMS = [name for name in BUILTIN_AXIOMS if name != "TFC1"]
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from irmechtest import circuits as C
-from irmechtest.verdicts import Evidence, Outcome, Verdict, min_pairs
+from irmechtest.mechanisms import circuits as C
+from irmechtest.report.verdicts import Evidence, Outcome, Verdict, min_pairs
 
 CROSS = ("cross-encoder",)
 BLOCKS = ("blocks",)  # patching and attention maps over blocks.{l}: not monoT5's encoder / decoder stacks

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from irmechtest.datasets import idf_vector, resolve_idf_source
-from irmechtest.probes import svd_idf_probe
-from irmechtest.verdicts import Evidence, Verdict
+from irmechtest.data.sources import idf_vector, resolve_idf_source
+from irmechtest.mechanisms.probes import svd_idf_probe
+from irmechtest.report.verdicts import Evidence, Verdict
 
 
 def used_idf_source(ranker, settings) -> str:
@@ -59,9 +59,9 @@ def test_idf_lives_in_u0(ranker, irmech_settings, irmech_verdict):
 def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
     """Seed 002 sec. 4.4: raising one query token's IDF coordinate raises a document repeating it, monotonically,
     and more than a document repeating another query token."""
-    from irmechtest.circuits import probe_text
-    from irmechtest.probes import u0_edit_probe
-    from irmechtest.verdicts import Outcome, min_pairs
+    from irmechtest.mechanisms.circuits import probe_text
+    from irmechtest.mechanisms.probes import u0_edit_probe
+    from irmechtest.report.verdicts import Outcome, min_pairs
 
     settings = irmech_settings
     text = probe_text(ranker, settings["n_queries"], settings["seed"], settings["idf_source"])

@@ -18,9 +18,15 @@ zeroing document-side neurons is a well-defined pruning of the ranker.
 
 import pytest
 
-from irmechtest.nig import baseline_checks, choose_baseline, neuron_integrated_gradients, pruning_study, top_fraction
-from irmechtest.reranking import planted_data, trec_sample_data
-from irmechtest.verdicts import Evidence, Verdict, min_pairs
+from irmechtest.mechanisms.nig import (
+    baseline_checks,
+    choose_baseline,
+    neuron_integrated_gradients,
+    pruning_study,
+    top_fraction,
+)
+from irmechtest.mechanisms.reranking import planted_data, trec_sample_data
+from irmechtest.report.verdicts import Evidence, Verdict, min_pairs
 
 
 @pytest.mark.irmech_property(

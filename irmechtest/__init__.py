@@ -15,28 +15,28 @@ from typing import TYPE_CHECKING, Any
 # public name -> the module that defines it (one place per concept; nothing is re-implemented here)
 _EXPORTS: dict[str, str] = {
     "load_ranker": "irmechtest.loading",
-    "HookedRanker": "irmechtest.models",
-    "Batch": "irmechtest.models",
-    "act_name": "irmechtest.hooks",
-    "ActivationCache": "irmechtest.hooks",
-    "Axiom": "irmechtest.axioms",
-    "AxiomContext": "irmechtest.axioms",
-    "get_axiom": "irmechtest.axioms",
-    "registered_axioms": "irmechtest.axioms",
-    "build_pairs": "irmechtest.pairs",
-    "PairBuilder": "irmechtest.pairs",
+    "HookedRanker": "irmechtest.models.ranker",
+    "Batch": "irmechtest.models.ranker",
+    "act_name": "irmechtest.models.hooks",
+    "ActivationCache": "irmechtest.models.hooks",
+    "Axiom": "irmechtest.data.catalogue",
+    "AxiomContext": "irmechtest.data.catalogue",
+    "get_axiom": "irmechtest.data.catalogue",
+    "registered_axioms": "irmechtest.data.catalogue",
+    "build_pairs": "irmechtest.data.pairs",
+    "PairBuilder": "irmechtest.data.pairs",
     "measure_axiom": "irmechtest.compliance",
     "to_verdict": "irmechtest.compliance",
-    "prepare_pairs": "irmechtest.patching",
-    "head_grid": "irmechtest.patching",
-    "block_grid": "irmechtest.patching",
-    "neuron_grid": "irmechtest.patching",
-    "activation_patching": "irmechtest.patching",
-    "attribution_patching": "irmechtest.patching",
-    "path_patching": "irmechtest.patching",
-    "Verdict": "irmechtest.verdicts",
-    "Evidence": "irmechtest.verdicts",
-    "Outcome": "irmechtest.verdicts",
+    "prepare_pairs": "irmechtest.mechanisms.patching",
+    "head_grid": "irmechtest.mechanisms.patching",
+    "block_grid": "irmechtest.mechanisms.patching",
+    "neuron_grid": "irmechtest.mechanisms.patching",
+    "activation_patching": "irmechtest.mechanisms.patching",
+    "attribution_patching": "irmechtest.mechanisms.patching",
+    "path_patching": "irmechtest.mechanisms.patching",
+    "Verdict": "irmechtest.report.verdicts",
+    "Evidence": "irmechtest.report.verdicts",
+    "Outcome": "irmechtest.report.verdicts",
 }
 
 __all__ = [
@@ -66,13 +66,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from irmechtest.axioms import Axiom, AxiomContext, get_axiom, registered_axioms
     from irmechtest.compliance import measure_axiom, to_verdict
-    from irmechtest.hooks import ActivationCache, act_name
+    from irmechtest.data.catalogue import Axiom, AxiomContext, get_axiom, registered_axioms
+    from irmechtest.data.pairs import PairBuilder, build_pairs
     from irmechtest.loading import load_ranker
-    from irmechtest.models import Batch, HookedRanker
-    from irmechtest.pairs import PairBuilder, build_pairs
-    from irmechtest.patching import (
+    from irmechtest.mechanisms.patching import (
         activation_patching,
         attribution_patching,
         block_grid,
@@ -81,7 +79,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         path_patching,
         prepare_pairs,
     )
-    from irmechtest.verdicts import Evidence, Outcome, Verdict
+    from irmechtest.models.hooks import ActivationCache, act_name
+    from irmechtest.models.ranker import Batch, HookedRanker
+    from irmechtest.report.verdicts import Evidence, Outcome, Verdict
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from irmechtest.axioms import (
+from irmechtest.data.catalogue import (
     STOPWORDS,
     Axiom,
     AxiomContext,
@@ -25,10 +25,10 @@ from irmechtest.axioms import (
     neutral_control,
     query_terms,
 )
-from irmechtest.datasets import DEFAULT_SOURCE, QueryDocPair, load_pairs, words
-from irmechtest.pairs import AxiomCase, Kind, MinimalPair, Overflow, PairSet, build_pairs
+from irmechtest.data.pairs import AxiomCase, Kind, MinimalPair, Overflow, PairSet, build_pairs
+from irmechtest.data.sources import DEFAULT_SOURCE, QueryDocPair, load_pairs, words
+from irmechtest.report.verdicts import Evidence, Outcome, Verdict, min_pairs
 from irmechtest.stats import Compliance, bootstrap_mean_interval, calibrate_tie_band, compliance
-from irmechtest.verdicts import Evidence, Outcome, Verdict, min_pairs
 
 TieBand = float | Literal["calibrate", "control"]
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irmechtest.axioms import behaviour_defaults, behaviour_full_profile
 from irmechtest.compliance import RANDOM_TWIN
-from irmechtest.decoder import PROMPT_KEYS
+from irmechtest.data.catalogue import behaviour_defaults, behaviour_full_profile
+from irmechtest.models.decoder import PROMPT_KEYS
 
 PROFILES = ("quick", "full")
 
@@ -310,11 +310,11 @@ def load_configuration(path: Path, *, required: bool) -> Configuration:
 register(behaviour_defaults(), behaviour_full_profile())
 
 # Neuron Integrated Gradients (seed 001): the pruning-study property.
-from irmechtest.nig import NIG_DEFAULTS, NIG_FULL_PROFILE  # noqa: E402
+from irmechtest.mechanisms.nig import NIG_DEFAULTS, NIG_FULL_PROFILE  # noqa: E402
 
 register(NIG_DEFAULTS, NIG_FULL_PROFILE)
 
 # Relevance-circuit probes (seed 002): matching / scoring / contextualisation heads, maps, circuit fit, U0 editing.
-from irmechtest.circuits import CIRCUIT_DEFAULTS, CIRCUIT_FULL_PROFILE  # noqa: E402
+from irmechtest.mechanisms.circuits import CIRCUIT_DEFAULTS, CIRCUIT_FULL_PROFILE  # noqa: E402
 
 register(CIRCUIT_DEFAULTS, CIRCUIT_FULL_PROFILE)

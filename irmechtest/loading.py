@@ -39,9 +39,9 @@ from transformers import (
     AutoTokenizer,
 )
 
-from irmechtest.decoder import DECODER_FAMILIES, HookedDecoderRanker, PromptSpec, decoder_ranker_parts
-from irmechtest.encoder import SUPPORTED_FAMILIES, UnsupportedArchitectureError, encoder_parts
-from irmechtest.models import HookedRanker, Pooling
+from irmechtest.models.decoder import DECODER_FAMILIES, HookedDecoderRanker, PromptSpec, decoder_ranker_parts
+from irmechtest.models.encoder import SUPPORTED_FAMILIES, UnsupportedArchitectureError, encoder_parts
+from irmechtest.models.ranker import HookedRanker, Pooling
 
 # Every model_type irmechtest loads: the hooked encoder's and the hooked decoder's families.
 FAMILIES: dict[str, str] = {**SUPPORTED_FAMILIES, **DECODER_FAMILIES}
@@ -137,7 +137,7 @@ def load_ranker(
         directory, name, _ = _resolve_checkpoint(inner, revision)
         ranker = load_from_directory(directory, name=spec, random_init_seed=0, prompt=prompt)
     elif spec.startswith("irmechtest:"):
-        from irmechtest.controls import builtin_ranker
+        from irmechtest.controls.twins import builtin_ranker
 
         if prompt:
             raise ValueError(f"{spec} is built in code: it takes no prompt override")
@@ -299,7 +299,7 @@ def load_from_directory(
     check_tokenizer_files(model_dir)
     auto = auto_model_class(config, kind)
     if random_init_seed is not None:
-        from irmechtest.controls import random_hf_model
+        from irmechtest.controls.twins import random_hf_model
 
         hf_model = random_hf_model(config, random_init_seed, cross_encoder=kind == "cross-encoder")
         identity = {"source": f"random init of {directory}'s config", "seed": random_init_seed}
@@ -357,7 +357,7 @@ def ranker_from_hf(
     if prompt and not decoder:
         raise ValueError(f"{name} is a {hf_model.config.model_type} model: only decoder rerankers take a prompt")
     if hf_model.config.model_type == "t5":
-        from irmechtest.encoder_decoder import HookedEncoderDecoderRanker
+        from irmechtest.models.encoder_decoder import HookedEncoderDecoderRanker
 
         limit = min(512, max_length or 512, getattr(tokenizer, "model_max_length", 512))
         ranker = HookedEncoderDecoderRanker(hf_model, tokenizer, name=name, max_length=limit, identity=identity)

@@ -42,14 +42,14 @@ import pytest
 import torch
 from _pytest.junitxml import xml_key
 
-from irmechtest import fingerprint
 from irmechtest.compliance import CachedScorer
 from irmechtest.config import PROFILES, ConfigError, Configuration, load_configuration
-from irmechtest.controls import random_twin
+from irmechtest.controls.twins import random_twin
 from irmechtest.loading import DEFAULT_MODEL, DTYPES, ModelNotFoundError, check_local_spec, load_ranker, model_name
-from irmechtest.models import HookedRanker
-from irmechtest.outputs import OutputPathError, check_output_paths, partial_path, write_atomic
-from irmechtest.verdicts import Outcome, Verdict, jsonable
+from irmechtest.models.ranker import HookedRanker
+from irmechtest.report import fingerprint
+from irmechtest.report.outputs import OutputPathError, check_output_paths, partial_path, write_atomic
+from irmechtest.report.verdicts import Outcome, Verdict, jsonable
 
 ALL_KINDS = ("cross-encoder", "bi-encoder")
 VERDICTS_KEY = pytest.StashKey[list[Verdict]]()
@@ -494,7 +494,7 @@ def _write_outputs(config: pytest.Config, result: RunResult) -> None:
         else:
             result.written.append(f"baseline saved: {fingerprint.save(Path(save), result.fingerprint)}")
     if path := target("irmech_report"):
-        from irmechtest.report import write_html
+        from irmechtest.report.html import write_html
 
         write_html(
             path,

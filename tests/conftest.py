@@ -17,7 +17,7 @@ def minilm():
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from irmechtest.controls import embedded_tokenizer
+    from irmechtest.controls.twins import embedded_tokenizer
 
     return embedded_tokenizer()
 
@@ -25,7 +25,7 @@ def tokenizer():
 @pytest.fixture
 def report_verdicts():
     """Verdicts with every kind of evidence, one of them carrying a document with markup in it."""
-    from irmechtest.verdicts import Evidence, Verdict
+    from irmechtest.report.verdicts import Evidence, Verdict
 
     heatmap = Evidence(
         "heatmap",
@@ -47,7 +47,7 @@ def report_verdicts():
 @pytest.fixture(scope="session")
 def planted():
     """The planted-circuit cross-encoder as a hooked ranker (``.truth`` holds its answer key)."""
-    from irmechtest.controls import planted_ranker
+    from irmechtest.controls.twins import planted_ranker
 
     return planted_ranker()
 
@@ -55,7 +55,7 @@ def planted():
 @pytest.fixture(scope="session")
 def twin():
     """The planted model's random-init twin: same shape and tokenizer, no circuit."""
-    from irmechtest.controls import planted_ranker
+    from irmechtest.controls.twins import planted_ranker
 
     return planted_ranker(random=True)
 

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from irmechtest import axioms as axioms_module
-from irmechtest.axioms import (
+from irmechtest.data import catalogue as axioms_module
+from irmechtest.data.catalogue import (
     BUILTIN_AXIOMS,
     CONTROLLED_SOURCE,
     FILLER,
@@ -23,7 +23,7 @@ from irmechtest.axioms import (
     registered_axioms,
     single_step,
 )
-from irmechtest.datasets import words
+from irmechtest.data.sources import words
 from irmechtest.stats import Direction
 
 DOC = "the cat sat on the mat near the old barn"

@@ -10,10 +10,10 @@ import pytest
 
 from irmechtest.compliance import CachedScorer, measure_axiom, to_verdict, wants_twin
 from irmechtest.config import property_config
-from irmechtest.controls import random_twin
+from irmechtest.controls.twins import random_twin
+from irmechtest.data.strategies import ranker_context
 from irmechtest.loading import load_ranker
-from irmechtest.strategies import ranker_context
-from irmechtest.verdicts import Outcome, Verdict
+from irmechtest.report.verdicts import Outcome, Verdict
 
 MUST_FAIL_AT_RANDOM = ("TFC1", "TDC", "STMC1")
 

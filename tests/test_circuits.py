@@ -5,9 +5,9 @@ values on the embedded MiniLM where they apply, clear errors on degenerate input
 import numpy as np
 import pytest
 
-from irmechtest import circuits as C
-from irmechtest.controls import planted_ranker
-from irmechtest.models import InputError
+from irmechtest.controls.twins import planted_ranker
+from irmechtest.mechanisms import circuits as C
+from irmechtest.models.ranker import InputError
 
 N_PAIRS, SEED, MAX_LENGTH = 16, 0, 128
 MATCHING = dict(min_effect=0.05, min_same_token_lift=5.0)

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from irmechtest.axioms import BUILTIN_AXIOMS, AxiomContext, get_axiom, query_terms
 from irmechtest.compliance import (
     CachedScorer,
     LexicalScorer,
@@ -21,11 +20,12 @@ from irmechtest.compliance import (
     to_verdict,
     wants_twin,
 )
-from irmechtest.datasets import QueryDocPair, load_idf, load_pairs, word_idf, words
-from irmechtest.pairs import FILLER_CANDIDATES, build_pairs
+from irmechtest.data.catalogue import BUILTIN_AXIOMS, AxiomContext, get_axiom, query_terms
+from irmechtest.data.pairs import FILLER_CANDIDATES, build_pairs
+from irmechtest.data.sources import QueryDocPair, load_idf, load_pairs, word_idf, words
+from irmechtest.data.strategies import default_vocabulary
+from irmechtest.report.verdicts import Outcome, Verdict, min_pairs
 from irmechtest.stats import calibrate_tie_band, compliance
-from irmechtest.strategies import default_vocabulary
-from irmechtest.verdicts import Outcome, Verdict, min_pairs
 
 N_PAIRS = 120
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from irmechtest.axioms import query_terms
-from irmechtest.datasets import (
+from irmechtest.data.catalogue import query_terms
+from irmechtest.data.pairs import build_pairs
+from irmechtest.data.sources import (
     DEFAULT_SOURCE,
     MIN_IDF_COVERAGE,
     DataFormatError,
@@ -34,7 +35,6 @@ from irmechtest.datasets import (
     word_idf,
     words,
 )
-from irmechtest.pairs import build_pairs
 
 HEADER = "qid\tdocno\tquery\ttext\tperturbed_text\trelevance\n"
 

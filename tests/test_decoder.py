@@ -8,9 +8,9 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from irmechtest.controls import random_hf_model, tiny_decoder_config, tiny_decoder_tokenizer
-from irmechtest.decoder import DECODER_FAMILIES, YesNoPrompt
+from irmechtest.controls.twins import random_hf_model, tiny_decoder_config, tiny_decoder_tokenizer
 from irmechtest.loading import load_ranker, ranker_from_hf
+from irmechtest.models.decoder import DECODER_FAMILIES, YesNoPrompt
 
 QUERIES = ["what is a fox", "how tall is mount everest", "why"]
 DOCS = [
@@ -109,7 +109,7 @@ def test_writing_to_a_hook_changes_the_score(qwen3, name):
 
 
 def _short(name: str) -> str:
-    from irmechtest.hooks import act_name
+    from irmechtest.models.hooks import act_name
 
     return act_name(name, 0).removeprefix("blocks.0.")
 

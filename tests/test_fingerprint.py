@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from irmechtest import fingerprint
-from irmechtest.fingerprint import FingerprintError
-from irmechtest.verdicts import Outcome, Verdict
+from irmechtest.report import fingerprint
+from irmechtest.report.fingerprint import FingerprintError
+from irmechtest.report.verdicts import Outcome, Verdict
 
 
 def rate(value, low, high, model="m", md5="aa"):
@@ -143,7 +143,7 @@ def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("irmechtest.outputs.os.replace", crash)
+    monkeypatch.setattr("irmechtest.report.outputs.os.replace", crash)
     with pytest.raises(KeyboardInterrupt):
         fingerprint.save(path, fp(rate(0.5, 0.4, 0.6)))
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["b.json"]

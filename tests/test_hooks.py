@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from irmechtest.controls import random_cross_encoder
-from irmechtest.hooks import act_name
+from irmechtest.controls.twins import random_cross_encoder
+from irmechtest.models.hooks import act_name
 
 QUERIES = ["what is a fox", "how tall is mount everest"]
 DOCS = ["the quick brown fox jumps over the lazy dog", "mount everest is 8848 metres tall"]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from irmechtest.controls import random_hf_model, tiny_config
-from irmechtest.encoder import UnsupportedArchitectureError
+from irmechtest.controls.twins import random_hf_model, tiny_config
 from irmechtest.loading import ModelNotFoundError, load_ranker
-from irmechtest.models import InputError, ScoreError, progress_bar
+from irmechtest.models.encoder import UnsupportedArchitectureError
+from irmechtest.models.ranker import InputError, ScoreError, progress_bar
 
 
 def save_cross_encoder(tmp_path, tokenizer, family="bert", num_labels=1, safe=True):
@@ -63,7 +63,7 @@ def test_local_folder_of_a_modern_encoder_loads_through_the_user_path(tmp_path, 
 def test_local_monot5_folder_loads_through_the_user_path(tmp_path):
     """A T5ForConditionalGeneration folder is a monoT5 ranker; its tokenizer (built offline) comes back
     through AutoTokenizer, and the score is the in-memory model's."""
-    from irmechtest.controls import random_cross_encoder, t5_test_tokenizer
+    from irmechtest.controls.twins import random_cross_encoder, t5_test_tokenizer
 
     directory = save_cross_encoder(tmp_path, t5_test_tokenizer(), "t5")
     ranker = load_ranker(str(directory))

@@ -1,4 +1,4 @@
-"""Neuron Integrated Gradients, reranking lists and the pruning study (irmechtest.nig, irmechtest.reranking)."""
+"""Neuron Integrated Gradients, reranking lists and the pruning study (irmechtest.mechanisms.nig, .reranking)."""
 
 import itertools
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from irmechtest.nig import (
+from irmechtest.mechanisms.nig import (
     BASELINES,
     NEUTRAL_BAND,
     Attribution,
@@ -27,7 +27,7 @@ from irmechtest.nig import (
     random_like,
     top_fraction,
 )
-from irmechtest.reranking import (
+from irmechtest.mechanisms.reranking import (
     LabelledPair,
     bm25_scores,
     build_lists,

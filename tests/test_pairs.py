@@ -7,10 +7,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from irmechtest.axioms import BUILTIN_AXIOMS, AxiomContext, NotApplicable
-from irmechtest.datasets import QueryDocPair, load_pairs
-from irmechtest.pairs import AxiomCase, MinimalPair, PairBuilder, PairRejected, build_pairs, case_rng
-from irmechtest.strategies import AxiomExample, axiom_examples, build_example
+from irmechtest.data.catalogue import BUILTIN_AXIOMS, AxiomContext, NotApplicable
+from irmechtest.data.pairs import AxiomCase, MinimalPair, PairBuilder, PairRejected, build_pairs, case_rng
+from irmechtest.data.sources import QueryDocPair, load_pairs
+from irmechtest.data.strategies import AxiomExample, axiom_examples, build_example
 
 PROPERTY_SETTINGS = settings(
     max_examples=12,

@@ -4,9 +4,9 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from irmechtest.controls import random_hf_model, tiny_config
-from irmechtest.encoder import SUPPORTED_FAMILIES
+from irmechtest.controls.twins import random_hf_model, tiny_config
 from irmechtest.loading import embedded_model_dir, ranker_from_hf
+from irmechtest.models.encoder import SUPPORTED_FAMILIES
 
 QUERIES = ["what is a fox", "how tall is mount everest", "why"]
 DOCS = [
@@ -155,7 +155,7 @@ def test_modern_encoder_scores_without_padding_match_batched_ones(family, tokeni
 def test_modern_encoder_bi_encoder_matches_mean_pooling_by_hand(tokenizer, family):
     """A ModernBERT (gte-modernbert style) or DeBERTa backbone as a sentence-transformers bi-encoder: final
     states (ModernBERT's include its final LayerNorm), then mean pooling."""
-    from irmechtest.models import Pooling
+    from irmechtest.models.ranker import Pooling
 
     hf_model = random_hf_model(tiny_config(family), seed=3, cross_encoder=False)
     ranker = ranker_from_hf(
@@ -197,7 +197,7 @@ def t5_reference(hf_model, tokenizer, ranker, queries, docs) -> torch.Tensor:
 
 @pytest.mark.parametrize("variant", list(T5_VARIANTS))
 def test_monot5_scores_match_hugging_face(variant):
-    from irmechtest.controls import t5_test_tokenizer
+    from irmechtest.controls.twins import t5_test_tokenizer
 
     tokenizer = t5_test_tokenizer()
     hf_model = t5_model(variant)

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from irmechtest.ablation import ablation_hooks
-from irmechtest.controls import random_cross_encoder
-from irmechtest.models import InputError
-from irmechtest.patching import (
+from irmechtest.controls.twins import random_cross_encoder
+from irmechtest.mechanisms.ablation import ablation_hooks
+from irmechtest.mechanisms.patching import (
     _frozen_patches,
     _run_rows,
     activation_patching,
@@ -19,6 +18,7 @@ from irmechtest.patching import (
     prepare_pairs,
     screen_then_verify,
 )
+from irmechtest.models.ranker import InputError
 
 # Length-matched TFC1-style pairs: a filler word becomes a query term (one token either way).
 ENGLISH_PAIRS = [

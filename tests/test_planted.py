@@ -24,7 +24,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from irmechtest.planted import (
+from irmechtest.controls.planted import (
     FILLER_WORD,
     HEAD_DIM,
     PlantedModel,

@@ -207,8 +207,8 @@ def test_several_models_under_xdist_give_the_serial_report(pytester):
 
 
 def test_baseline_gate_fails_on_drift_with_a_diff_and_passes_on_its_own_fingerprint(pytester):
-    from irmechtest import fingerprint
-    from irmechtest.verdicts import Verdict
+    from irmechtest.report import fingerprint
+    from irmechtest.report.verdicts import Verdict
 
     pytester.makepyprojecttoml(CHEAP_CONFIG)
     released = Verdict("idf-in-u0", "released-model", 0.9, 0.0, details={"components": ["0.0", "1.3"]})

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from irmechtest.circuits import probe_text
-from irmechtest.controls import planted_ranker, random_cross_encoder
-from irmechtest.probes import idf_direction, u0_edit_probe
+from irmechtest.controls.twins import planted_ranker, random_cross_encoder
+from irmechtest.mechanisms.circuits import probe_text
+from irmechtest.mechanisms.probes import idf_direction, u0_edit_probe
 
 
 def probe(ranker, n=12):

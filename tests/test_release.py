@@ -22,7 +22,7 @@ import os, pathlib, time
 import pytest
 import torch
 
-from irmechtest.verdicts import Verdict, min_pairs
+from irmechtest.report.verdicts import Verdict, min_pairs
 
 
 @pytest.mark.parametrize("i", range(4))
@@ -120,7 +120,7 @@ def _python(code: str, *args: object) -> None:
 
 CHECKPOINT_WITHOUT_TOKENIZER = """
 import sys
-from irmechtest.controls import random_hf_model, tiny_config
+from irmechtest.controls.twins import random_hf_model, tiny_config
 
 random_hf_model(tiny_config("bert", 1), seed=1).save_pretrained(sys.argv[1])
 """
@@ -218,7 +218,7 @@ def test_a_model_that_cannot_load_is_reported_once_under_its_name(pytester):
 # vocabulary only: the random twin's truth, which holds the words, IDF and synonyms and no heads (no answer key).
 VOCABULARY_CONFTEST = """
 import irmechtest.plugin as plugin
-from irmechtest.planted import build_random_twin
+from irmechtest.controls.planted import build_random_twin
 
 VOCABULARY = build_random_twin(0).truth
 assert not VOCABULARY.matching_heads
@@ -241,7 +241,7 @@ import sys
 
 import torch
 
-from irmechtest.planted import build_planted_model
+from irmechtest.controls.planted import build_planted_model
 
 path, ablate = sys.argv[1], sys.argv[2] == "ablate"
 planted = build_planted_model(0)

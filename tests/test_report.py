@@ -1,7 +1,7 @@
 """The HTML report as text: matrix, evidence renderers, escaping, baseline deltas (no browser needed)."""
 
-from irmechtest import fingerprint
-from irmechtest.report import render_html
+from irmechtest.report import fingerprint
+from irmechtest.report.html import render_html
 
 
 def test_matrix_links_sections_and_back(report_verdicts):
@@ -14,7 +14,7 @@ def test_matrix_links_sections_and_back(report_verdicts):
 
 
 def test_a_verdict_within_sampling_error_is_marked_in_the_matrix():
-    from irmechtest.verdicts import Verdict
+    from irmechtest.report.verdicts import Verdict
 
     close = Verdict("tfc1", "m", 0.91, 0.9, details={"ci_low": 0.86, "ci_high": 0.94})
     html = render_html([close])
@@ -44,7 +44,7 @@ def test_baseline_deltas_and_drifts_appear_in_matrix_and_gate(report_verdicts):
 
 
 def test_error_before_a_measurement_renders(report_verdicts):
-    from irmechtest.verdicts import Outcome, Verdict
+    from irmechtest.report.verdicts import Outcome, Verdict
 
     error = Verdict("circuit-heads", "m", None, None, reason="RuntimeError: boom", outcome=Outcome.ERROR)
     assert "[m] circuit-heads: error (RuntimeError: boom)" in render_html([error])
@@ -52,7 +52,7 @@ def test_error_before_a_measurement_renders(report_verdicts):
 
 def test_a_failed_cell_states_the_requirement_not_a_false_comparison():
     """Issue 14 case 11: a failed cell read "failed 0.4316 >= 0.5", as if the comparison held."""
-    from irmechtest.verdicts import Verdict
+    from irmechtest.report.verdicts import Verdict
 
     low = Verdict("idf-in-u0", "m", 0.4316, 0.5, quantity="|r|")
     high = Verdict("nig-pruning", "m", 0.9134, 0.05, comparison="<", quantity="p-value")
@@ -63,7 +63,7 @@ def test_a_failed_cell_states_the_requirement_not_a_false_comparison():
 
 def test_adapted_data_is_counted_in_the_cell_line_and_message():
     """Issue 14 case 7: documents shortened to fit were mentioned nowhere."""
-    from irmechtest.verdicts import Verdict
+    from irmechtest.report.verdicts import Verdict
 
     adapted = {"documents shortened to fit": 20, "pairs rejected (too long)": 0}
     verdict = Verdict("tfc1", "m", 0.95, 0.9, details={"adaptations": adapted}, quantity="compliance rate")

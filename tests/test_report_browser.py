@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from irmechtest.report import write_html
+from irmechtest.report.html import write_html
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
 

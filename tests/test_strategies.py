@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, find, given, settings
 
-from irmechtest.axioms import BUILTIN_AXIOMS, AxiomContext, NotApplicable, get_axiom
 from irmechtest.compliance import LexicalScorer
-from irmechtest.pairs import PairBuilder
-from irmechtest.stats import violation
-from irmechtest.strategies import (
+from irmechtest.data.catalogue import BUILTIN_AXIOMS, AxiomContext, NotApplicable, get_axiom
+from irmechtest.data.pairs import PairBuilder
+from irmechtest.data.strategies import (
     AxiomExample,
     axiom_examples,
     build_example,
@@ -17,6 +16,7 @@ from irmechtest.strategies import (
     register_profiles,
     search_worst_violation,
 )
+from irmechtest.stats import violation
 
 VOCABULARY = ("barn", "owl", "river", "stone", "field", "cloud", "lamp", "road", "tree", "wind")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irmechtest.controls import random_hf_model, tiny_config
+from irmechtest.controls.twins import random_hf_model, tiny_config
 from irmechtest.loading import ranker_from_hf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "zoo"))

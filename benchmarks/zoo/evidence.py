@@ -63,7 +63,7 @@ from common import (
 )
 
 from irmechtest.loading import embedded_model_dir, load_ranker
-from irmechtest.models import HookedRanker
+from irmechtest.models.ranker import HookedRanker
 
 MATCH_RATIO = 5.0
 """A head is an exact-match head when a query token's attention on the same token in the passage is at least
@@ -256,7 +256,7 @@ def bert_vocabulary(tokenizer, test_queries: list[str]) -> Vocabulary:
 
 def planted_vocabulary(tokenizer) -> Vocabulary:
     """The planted model's word list: its Zipf IDF and synonym groups (the planted corpus's own statistics)."""
-    from irmechtest.planted import CONTENT_WORDS, synonym_map, word_idf
+    from irmechtest.controls.planted import CONTENT_WORDS, synonym_map, word_idf
 
     idf_table, synonyms = word_idf(), synonym_map()
 
@@ -288,7 +288,7 @@ def trec_sample(vocab: Vocabulary, rng: random.Random) -> tuple[list[Example], d
 def planted_sample(vocab: Vocabulary, rng: random.Random) -> tuple[list[Example], dict]:
     """Synthetic pairs in the planted vocabulary: a 2-3 content-word query; a 25-word passage of random
     words with, in half of the passages, one query word (so relevance varies as in a real sample)."""
-    from irmechtest.planted import WORDS
+    from irmechtest.controls.planted import WORDS
 
     content = vocab.unrelated_pool
     examples = []

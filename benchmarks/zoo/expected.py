@@ -136,7 +136,7 @@ def expectations(name: str, ev: dict) -> dict[str, dict]:
             put(prop, False, f"no confirmed exact-match heads for a relevance circuit to build on ({why})")
     if name == "planted":
         for prop in ("scoring-heads", "contextualisation-heads", "circuit-fit", "idf-in-u0", "idf-in-u0-causal"):
-            put(prop, True, "planted by construction (irmechtest/planted.py, docs/planted.md)")
+            put(prop, True, "planted by construction (irmechtest/controls/planted.py, docs/planted.md)")
     if name == "planted-random":
         for prop in ("idf-in-u0", "idf-in-u0-causal"):
             put(prop, False, "random-init embeddings carry no IDF")

@@ -24,7 +24,7 @@ from common import HERE, MODELS, REPO
 from expected import PROPERTIES, write_doc
 
 VERDICT_WORD = {"passed": "pass", "failed": "fail", "not applicable": "n/a", "error": "error"}
-"""irmechtest's outcomes (irmechtest.verdicts.Outcome values) in the words of expected.json."""
+"""irmechtest's outcomes (irmechtest.report.verdicts.Outcome values) in the words of expected.json."""
 
 
 def run_suite(spec: str, json_path: Path, extra: list[str]) -> tuple[int, float]:

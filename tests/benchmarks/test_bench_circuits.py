@@ -7,10 +7,10 @@ Each probe is timed once per round (pedantic, 1 round): the point is seconds per
 
 import pytest
 
-from irmechtest import circuits as C
 from irmechtest.config import property_config
-from irmechtest.controls import planted_ranker
-from irmechtest.probes import u0_edit_probe
+from irmechtest.controls.twins import planted_ranker
+from irmechtest.mechanisms import circuits as C
+from irmechtest.mechanisms.probes import u0_edit_probe
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ pair at one path point per forward and backward pass) in one run: compare the ra
 import numpy as np
 import pytest
 
-from irmechtest.nig import NIG_DEFAULTS, neuron_integrated_gradients, neuron_layout
-from irmechtest.reranking import trec_sample_data
+from irmechtest.mechanisms.nig import NIG_DEFAULTS, neuron_integrated_gradients, neuron_layout
+from irmechtest.mechanisms.reranking import trec_sample_data
 
 SETTINGS = NIG_DEFAULTS["nig-pruning"]
 GROUP = f"NIG: minilm, {SETTINGS['n_pairs']} pairs x {SETTINGS['steps']} steps, every linear-layer neuron"

@@ -7,9 +7,9 @@ ratio of their means, not absolute times (docs/axioms.md quotes them).
 
 import pytest
 
-from irmechtest.axioms import AxiomContext
-from irmechtest.datasets import QueryDocPair, load_pairs
-from irmechtest.pairs import PairBuilder, build_pairs, case_rng
+from irmechtest.data.catalogue import AxiomContext
+from irmechtest.data.pairs import PairBuilder, build_pairs, case_rng
+from irmechtest.data.sources import QueryDocPair, load_pairs
 
 N_PAIRS = 1000
 GROUP = "pairs: 1,000 TFC1 minimal pairs, MiniLM WordPiece, cross-encoder layout"

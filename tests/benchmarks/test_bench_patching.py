@@ -10,9 +10,15 @@ and sit in one benchmark group, so pytest-benchmark's table prints each time wit
 import numpy as np
 import pytest
 
-from irmechtest.datasets import load_pairs
-from irmechtest.pairs import build_pairs
-from irmechtest.patching import activation_patching, attribution_patching, head_grid, pair_texts, prepare_pairs
+from irmechtest.data.pairs import build_pairs
+from irmechtest.data.sources import load_pairs
+from irmechtest.mechanisms.patching import (
+    activation_patching,
+    attribution_patching,
+    head_grid,
+    pair_texts,
+    prepare_pairs,
+)
 
 pytestmark = pytest.mark.benchmark(warmup=False)
 

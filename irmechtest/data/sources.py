@@ -264,7 +264,7 @@ class Collection:
 def shared_data_dir() -> Path:
     """``$IRMECHTEST_SHARED_DATA``, else ``../shared/data`` beside the repository checkout."""
     env = os.environ.get(SHARED_DATA_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 _TREC_DOC = re.compile(r"<DOC>\s*<DOCNO>\s*(.*?)\s*</DOCNO>(.*?)</DOC>", re.S)

@@ -19,8 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from irmechtest.outputs import write_atomic
-from irmechtest.verdicts import Outcome, Verdict, jsonable
+from irmechtest.report.outputs import write_atomic
+from irmechtest.report.verdicts import Outcome, Verdict, jsonable
 
 SCHEMA = "irmechtest-fingerprint"
 SCHEMA_VERSION = 1

@@ -38,9 +38,9 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
-from irmechtest.encoder import HookedAttention
-from irmechtest.hooks import ActivationCache, HookSpec
-from irmechtest.models import Batch, HookedRanker, InputError, progress_bar
+from irmechtest.models.encoder import HookedAttention
+from irmechtest.models.hooks import ActivationCache, HookSpec
+from irmechtest.models.ranker import Batch, HookedRanker, InputError, progress_bar
 
 Direction = Literal["denoise", "noise"]
 Index = tuple[Any, ...]
@@ -69,8 +69,8 @@ class Side:
 class PairRuns:
     """Both sides of the usable pairs, tokenised, scored and cached once; every method starts from here.
 
-    ``hooks`` (e.g. ablations from ``irmechtest.ablation``) were active in these runs and are applied to every
-    patched run too, so patching composes with ablation.
+    ``hooks`` (e.g. ablations from ``irmechtest.mechanisms.ablation``) were active in these runs and are applied to
+    every patched run too, so patching composes with ablation.
     """
 
     baseline: Side
@@ -145,7 +145,8 @@ def prepare_pairs(
     if unequal:
         raise InputError(
             f"{len(unequal)} pair(s) have baseline and perturbed inputs of different token lengths (first: "
-            f"#{unequal[0]}); patching needs position-aligned inputs: build length-matched pairs (irmechtest.pairs)"
+            f"#{unequal[0]}); patching needs position-aligned inputs: build length-matched pairs "
+            "(irmechtest.data.pairs)"
         )
     hooks = list(hooks)
     base_side, pert_side = _side(ranker, base, hooks), _side(ranker, pert, hooks)

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from tokenizers import Encoding, Tokenizer
 
-from irmechtest.axioms import FILLER, Axiom, AxiomContext, Edit, NotApplicable, get_axiom
-from irmechtest.datasets import QueryDocPair, split_sentences, words
+from irmechtest.data.catalogue import FILLER, Axiom, AxiomContext, Edit, NotApplicable, get_axiom
+from irmechtest.data.sources import QueryDocPair, split_sentences, words
 from irmechtest.stats import pair_set_md5
 
 Kind = Literal["cross-encoder", "bi-encoder"]

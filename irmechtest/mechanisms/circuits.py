@@ -32,12 +32,11 @@ import numpy as np
 import torch
 from scipy import stats
 
-from irmechtest.ablation import ablation_hooks
-from irmechtest.axioms import AxiomContext, query_terms
-from irmechtest.datasets import DEFAULT_IDF, QueryDocPair, bm25_tf, embedding_neighbours, idf_vector, load_pairs
-from irmechtest.models import Batch, HookedRanker, InputError
-from irmechtest.pairs import MinimalPair, build_pairs
-from irmechtest.patching import (
+from irmechtest.data.catalogue import AxiomContext, query_terms
+from irmechtest.data.pairs import MinimalPair, build_pairs
+from irmechtest.data.sources import DEFAULT_IDF, QueryDocPair, bm25_tf, embedding_neighbours, idf_vector, load_pairs
+from irmechtest.mechanisms.ablation import ablation_hooks
+from irmechtest.mechanisms.patching import (
     NoEffectError,
     PairRuns,
     PairTexts,
@@ -50,6 +49,7 @@ from irmechtest.patching import (
     path_patching,
     prepare_pairs,
 )
+from irmechtest.models.ranker import Batch, HookedRanker, InputError
 
 Head = tuple[int, int]
 EXACT, SEMANTIC, CONTROL = "TFC1", "STMC1", "control"
@@ -197,7 +197,7 @@ def probe_text(ranker: HookedRanker, n_pairs: int, seed: int, idf_source: str = 
         raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
     truth = getattr(ranker, "truth", None)
     if truth is not None:
-        from irmechtest.planted import sample_pairs
+        from irmechtest.controls.planted import sample_pairs
 
         pairs = [QueryDocPair(str(i), str(i), q, d) for i, (q, d) in enumerate(sample_pairs(n_pairs, seed))]
         return ProbeText(pairs, dict(truth.synonyms), idf_vector(ranker.tokenizer, truth.idf))

@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, Phase, assume, find, given, settings, target
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from irmechtest.axioms import STOPWORDS, Axiom, AxiomContext, NotApplicable, get_axiom, query_terms
 from irmechtest.compliance import measure
-from irmechtest.datasets import (
+from irmechtest.data.catalogue import STOPWORDS, Axiom, AxiomContext, NotApplicable, get_axiom, query_terms
+from irmechtest.data.pairs import AxiomCase, PairBuilder, PairRejected, PairSet
+from irmechtest.data.sources import (
     MIN_IDF_COVERAGE,
     corpus_idf,
     embedding_neighbours,
@@ -30,7 +31,6 @@ from irmechtest.datasets import (
     word_idf,
     words,
 )
-from irmechtest.pairs import AxiomCase, PairBuilder, PairRejected, PairSet
 from irmechtest.stats import violation
 
 

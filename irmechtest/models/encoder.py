@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from irmechtest.hooks import HookPoint
+from irmechtest.models.hooks import HookPoint
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,7 @@ def encoder_parts(hf_model: nn.Module, with_head: bool) -> EncoderParts:
     if family == "t5":
         raise ValueError("T5 is an encoder-decoder: build it with encoder_decoder.HookedEncoderDecoderRanker")
     if family in {"modernbert", "deberta-v2"}:
-        from irmechtest import modern_encoders
+        from irmechtest.models import modern_encoders
 
         adapter = modern_encoders.modernbert_parts if family == "modernbert" else modern_encoders.deberta_v2_parts
         return adapter(hf_model, with_head)

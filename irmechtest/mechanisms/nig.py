@@ -38,11 +38,11 @@ import numpy as np
 import torch
 from scipy.stats import ttest_rel
 
-from irmechtest.ablation import ablation_hooks
-from irmechtest.hooks import HookSpec
-from irmechtest.models import Batch, HookedRanker, check_finite, progress_bar
-from irmechtest.patching import Cell
-from irmechtest.reranking import LabelledPair, RerankList, flatten, per_list_ndcg
+from irmechtest.mechanisms.ablation import ablation_hooks
+from irmechtest.mechanisms.patching import Cell
+from irmechtest.mechanisms.reranking import LabelledPair, RerankList, flatten, per_list_ndcg
+from irmechtest.models.hooks import HookSpec
+from irmechtest.models.ranker import Batch, HookedRanker, check_finite, progress_bar
 
 # Seed 001's names for the linear layers, and where each one's output is hooked.
 MODULE_HOOKS: dict[str, str] = {

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from dataclasses import replace as replace_field
 from typing import Literal
 
-from irmechtest.datasets import WORD, words
+from irmechtest.data.sources import WORD, words
 from irmechtest.stats import Direction
 
 Position = Literal["end", "start"] | int
@@ -421,7 +421,7 @@ def default_tie_band(ax: Axiom) -> float | str:
 def behaviour_defaults(n_pairs: int = 100, seed: int = 0) -> dict[str, dict[str, object]]:
     """Suite settings for each built-in axiom but TFC1 (which has its own property), keyed by property
     name (``axiom-<name>``), in the shape of ``irmechtest.config.DEFAULTS``."""
-    from irmechtest.datasets import DEFAULT_IDF, DEFAULT_SOURCE
+    from irmechtest.data.sources import DEFAULT_IDF, DEFAULT_SOURCE
 
     out: dict[str, dict[str, object]] = {}
     for name in BUILTIN_AXIOMS:

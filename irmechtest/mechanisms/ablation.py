@@ -13,9 +13,9 @@ from typing import Literal
 
 import torch
 
-from irmechtest.hooks import HookSpec
-from irmechtest.models import Batch, HookedRanker
-from irmechtest.patching import Cell, Grid
+from irmechtest.mechanisms.patching import Cell, Grid
+from irmechtest.models.hooks import HookSpec
+from irmechtest.models.ranker import Batch, HookedRanker
 
 AblationMode = Literal["zero", "mean", "resample"]
 

@@ -28,8 +28,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from irmechtest.encoder import EncoderParts, HookedLayerNorm
-from irmechtest.hooks import HookedRootModule, HookPoint
+from irmechtest.models.encoder import EncoderParts, HookedLayerNorm
+from irmechtest.models.hooks import HookedRootModule, HookPoint
 
 RankerKind = Literal["cross-encoder", "bi-encoder"]
 Overflow = Literal["error", "truncate"]

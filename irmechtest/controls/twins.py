@@ -28,9 +28,9 @@ from transformers import (
     XLMRobertaConfig,
 )
 
-from irmechtest.decoder import DECODER_FAMILIES
-from irmechtest.encoder import SUPPORTED_FAMILIES
-from irmechtest.models import HookedRanker, Pooling
+from irmechtest.models.decoder import DECODER_FAMILIES
+from irmechtest.models.encoder import SUPPORTED_FAMILIES
+from irmechtest.models.ranker import HookedRanker, Pooling
 
 _TINY = dict(vocab_size=30522, max_position_embeddings=130, pad_token_id=0)
 
@@ -258,8 +258,8 @@ def random_cross_encoder(family: str, seed: int = 0, num_labels: int = 1) -> Hoo
 
 def planted_ranker(random: bool = False, seed: int = 0) -> HookedRanker:
     """The planted-circuit BM25-like cross-encoder, or its random-init twin; ``ranker.truth`` holds the truth."""
+    from irmechtest.controls.planted import build_planted_model, build_random_twin
     from irmechtest.loading import ranker_from_hf
-    from irmechtest.planted import build_planted_model, build_random_twin
 
     planted = build_random_twin(seed) if random else build_planted_model(seed)
     name = "irmechtest:planted-bm25" + ("-random" if random else "")

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from irmechtest.encoder import EncoderConfig, HookedAttention, HookedMLP
-from irmechtest.hooks import HookedRootModule, HookPoint
-from irmechtest.models import Batch, HookedRanker, InputError, Overflow
-from irmechtest.modern_encoders import HookedGatedMLP, PreLNBlock
+from irmechtest.models.encoder import EncoderConfig, HookedAttention, HookedMLP
+from irmechtest.models.hooks import HookedRootModule, HookPoint
+from irmechtest.models.modern_encoders import HookedGatedMLP, PreLNBlock
+from irmechtest.models.ranker import Batch, HookedRanker, InputError, Overflow
 
 # The model card's prompt and label words (castorini/monot5-*-msmarco; pygaggle's MonoT5).
 MONOT5_TEMPLATE = "Query: {query} Document: {document} Relevant:"

@@ -32,9 +32,9 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import nn
 
-from irmechtest.encoder import HookedAttention
-from irmechtest.hooks import HookPoint
-from irmechtest.models import Batch, HookedRanker, InputError, Overflow, last_real_position
+from irmechtest.models.encoder import HookedAttention
+from irmechtest.models.hooks import HookPoint
+from irmechtest.models.ranker import Batch, HookedRanker, InputError, Overflow, last_real_position
 
 DECODER_FAMILIES: dict[str, str] = {"qwen2": "Qwen2", "qwen3": "Qwen3", "llama": "Llama"}
 

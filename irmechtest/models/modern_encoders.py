@@ -27,7 +27,7 @@ from transformers.activations import ACT2FN
 from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
 from transformers.models.modernbert.modeling_modernbert import rotate_half
 
-from irmechtest.encoder import (
+from irmechtest.models.encoder import (
     ClassifierHead,
     EncoderConfig,
     EncoderParts,
@@ -36,7 +36,7 @@ from irmechtest.encoder import (
     HookedLayerNorm,
     HookedMLP,
 )
-from irmechtest.hooks import HookPoint
+from irmechtest.models.hooks import HookPoint
 
 
 # --------------------------------------------------------------------------------------------- ModernBERT

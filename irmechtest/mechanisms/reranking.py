@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from irmechtest.datasets import bm25_idf, bm25_tf, load_pairs, words
+from irmechtest.data.sources import bm25_idf, bm25_tf, load_pairs, words
 
 # Anserini's BM25 defaults for MS MARCO passage: the usual "BM25 negatives" of the literature.
 BM25_K1, BM25_B = 0.9, 0.4
@@ -163,7 +163,7 @@ def planted_data(n_queries: int, n_negatives: int, n_pairs: int, seed: int) -> S
     one (pairs with synonyms only are ambiguous and left out). Negatives are pool passages with no query
     word or synonym. Attribution pairs and lists come from differently seeded samples.
     """
-    from irmechtest.planted import sample_pairs, synonym_map
+    from irmechtest.controls.planted import sample_pairs, synonym_map
 
     synonyms = synonym_map()
 

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from irmechtest.fingerprint import Comparison, summary
-from irmechtest.outputs import write_atomic
-from irmechtest.verdicts import Evidence, Outcome, Verdict, jsonable
+from irmechtest.report.fingerprint import Comparison, summary
+from irmechtest.report.outputs import write_atomic
+from irmechtest.report.verdicts import Evidence, Outcome, Verdict, jsonable
 
 _COLOURS = {
     Outcome.PASSED: "#1a7f37",
