@@ -35,8 +35,12 @@ from irmechtest.report.verdicts import Evidence, Verdict, min_pairs
 def test_pruning_top_nig_neurons_hurts_more_than_random(ranker, irmech_settings, irmech_verdict):
     s = irmech_settings
     # Models built in code carry their vocabulary in ``truth``: real MS MARCO text is mostly [UNK] there.
-    make_data = planted_data if hasattr(ranker, "truth") else trec_sample_data
-    data = make_data(s["n_queries"], s["n_negatives"], s["n_pairs"], s["seed"])
+    if hasattr(ranker, "truth"):
+        data = planted_data(s["n_queries"], s["n_negatives"], s["n_pairs"], s["seed"])
+    else:  # judged pairs, without the queries the user excludes (e.g. the model's training queries)
+        data = trec_sample_data(
+            s["n_queries"], s["n_negatives"], s["n_pairs"], s["seed"], s["pairs"], s["exclude_queries"]
+        )
     checks = baseline_checks(ranker, data.attribution)
     baseline = choose_baseline(checks, s["baseline"])
     attribution = neuron_integrated_gradients(

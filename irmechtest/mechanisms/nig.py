@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from scipy.stats import ttest_rel
 
+from irmechtest.data.sources import DEFAULT_SOURCE
 from irmechtest.mechanisms.ablation import ablation_hooks
 from irmechtest.mechanisms.patching import Cell
 from irmechtest.mechanisms.reranking import LabelledPair, RerankList, flatten, per_list_ndcg
@@ -96,6 +97,13 @@ NIG_DEFAULTS: dict[str, dict[str, Any]] = {
         # (seed 001 averages over every assessed pair of TREC DL 2019; 8 in the quick profile).
         "n_pairs": 8,
         "seed": 0,
+        # Graded judgments the lists and attribution pairs are drawn from (any load_pairs source: a shipped
+        # name, a .tsv with a relevance column, an ir_datasets id), and query ids left out of both. Pruning
+        # evaluated on queries a model was trained on measures memorisation: its rankings there are saturated
+        # and no pruning moves them (docs/nig.md). The shipped sample is TREC DL, which fine-tuned rankers are
+        # often trained on: give such a model held-out lists, or exclude its training queries.
+        "pairs": DEFAULT_SOURCE,
+        "exclude_queries": [],
     },
 }
 
