@@ -612,6 +612,12 @@ def _gate_mode_summary(terminalreporter: Any, config: pytest.Config, result: Run
         terminalreporter.write_line(f"required property not passed: {line}", red=True)
     for line in result.required_inconclusive:
         terminalreporter.write_line(f"required property not established: {line}", yellow=True)
+    if fingerprint.unsettled(result.comparisons):
+        terminalreporter.write_line(
+            "properties the baseline passed are now inconclusive (the gate section lists them): not established, "
+            f"exit {ExitCode.INCOMPLETE} unless a regression was found",
+            yellow=True,
+        )
     terminalreporter.write_line(
         f"the exit status reflects the baseline gate and required properties only; {measured} measured failure(s) "
         "are findings, not regressions"

@@ -330,7 +330,7 @@ def test_an_inconclusive_verdict_flows_to_every_output_and_the_gate_as_not_estab
     assert case.find("skipped") is not None
     assert {p.get("name"): p.get("value") for p in case.iter("property")}["irmech_outcome"] == "inconclusive"
     gate = run(pytester, "test_fake.py", "--irmech-gate=baseline", "--irmech-baseline=b.json", env=few)
-    assert gate.returncode == 7
+    assert gate.returncode == 7 and "now inconclusive (the gate section lists them): not established" in gate.stdout
     pytester.makepyprojecttoml('[tool.irmechtest]\nrequired = ["tfc1"]\n')
     fresh = run(pytester, "test_fake.py", "--irmech-gate=baseline", "--irmech-save-baseline=c.json", env=few)
     assert fresh.returncode == 7 and "required property not established: [model-1] tfc1: inconclusive" in fresh.stdout
