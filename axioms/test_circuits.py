@@ -18,7 +18,7 @@ import pytest
 
 from irmechtest.mechanisms import circuits as C
 from irmechtest.mechanisms.circuit_fit import all_heads, circuit_fit
-from irmechtest.report.verdicts import Evidence, Outcome, Verdict
+from irmechtest.report.verdicts import Evidence, Outcome, Verdict, min_pairs
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,14 @@ def heatmap(title: str, grid: np.ndarray, result: "C.PatchResult | None" = None)
 
 def components(heads, effects: dict[str, float]) -> dict[str, Any]:
     return {"components": [C.head_label(h) for h in heads], "effects": effects}
+
+
+def patched(diagnostics: C.Diagnostics, *names: str) -> dict[str, Any]:
+    """What a verdict's intervals rest on: the patched pairs of each named set that has any (``Verdict.sample``),
+    with the minimum every count needs. A set no pair of which moves the score is no small sample but a
+    measured absence, which the property reports as its reason instead."""
+    counts = {f"patched {name} pairs": diagnostics.runs[name].n_pairs for name in names if name in diagnostics.runs}
+    return {"sample": counts, "min_sample": min_pairs()}
 
 
 def sample(settings, diagnostics: C.Diagnostics) -> dict[str, Any]:
@@ -162,6 +170,7 @@ def test_matching_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs,
             ],
             outcome=Outcome.PASSED if confirmed else Outcome.FAILED,
             reason=found.cannot_run,
+            **patched(diagnostics, C.EXACT, *([C.CONTROL] if C.CONTROL in found.ablations else [])),
         )
     )
 
@@ -192,6 +201,7 @@ def test_scoring_heads(ranker, irmech_settings, irmech_verdict, circuit_inputs, 
             },
             evidence=[*evidence, heatmap(f"r({position} -> query attention, IDF)", found.idf_r)],
             reason=found.cannot_run,
+            **patched(diagnostics, C.EXACT),
         )
     )
 
@@ -230,6 +240,7 @@ def test_contextualisation_heads(ranker, irmech_settings, irmech_verdict, circui
                 heatmap("r(query -> query attention, IDF of the attended token)", found.idf_r),
             ],
             reason=found.cannot_run,
+            **patched(diagnostics, C.EXACT),  # the scoring heads it sends into were found on the same pairs
         )
     )
 
@@ -277,6 +288,7 @@ def test_tfc1_and_stmc1_share_components(ranker, irmech_settings, irmech_verdict
             details={**details, "r": corr.r, "control_r": corr.control_r, "specificity_ci": [low, high]},
             evidence=evidence,
             outcome=Outcome.PASSED if corr.r >= s["threshold"] and corr.specific else Outcome.FAILED,
+            **patched(diagnostics, *maps),
         )
     )
 
@@ -352,5 +364,7 @@ def test_linear_circuit_fit(ranker, irmech_settings, irmech_verdict, matching_he
                 )
             ],
             outcome=Outcome.PASSED if passed else Outcome.FAILED,
+            sample={"held-out pairs": len(fit.actual)},
+            min_sample=min_pairs(),
         )
     )

@@ -61,7 +61,7 @@ def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
     and more than a document repeating another query token."""
     from irmechtest.mechanisms.circuits import probe_text
     from irmechtest.mechanisms.probes import u0_edit_probe
-    from irmechtest.report.verdicts import Outcome
+    from irmechtest.report.verdicts import Outcome, min_pairs
 
     settings = irmech_settings
     text = probe_text(ranker, settings["n_queries"], settings["seed"], settings["idf_source"])
@@ -115,5 +115,7 @@ def test_editing_u0_moves_the_score(ranker, irmech_settings, irmech_verdict):
                 )
             ],
             outcome=Outcome.PASSED if passed else Outcome.FAILED,
+            sample={"queries": len(probe.queries)},
+            min_sample=min_pairs(),
         )
     )

@@ -21,13 +21,17 @@ import pytest
 from irmechtest.mechanisms.nig import baseline_checks, choose_baseline, neuron_integrated_gradients
 from irmechtest.mechanisms.pruning import pruning_study, top_fraction
 from irmechtest.mechanisms.reranking import study_data
-from irmechtest.report.verdicts import Evidence, Verdict
+from irmechtest.report.verdicts import Evidence, Verdict, min_pairs
 
 
 @pytest.mark.irmech_property("nig-pruning")
 def test_pruning_top_nig_neurons_hurts_more_than_random(ranker, irmech_settings, irmech_verdict):
     s = irmech_settings
-    data = study_data(ranker, s["n_queries"], s["n_negatives"], s["n_pairs"], s["seed"])
+    # judged pairs without the queries the user excludes (e.g. the model's training queries); a model built in
+    # its own vocabulary declares its corpus
+    data = study_data(
+        ranker, s["n_queries"], s["n_negatives"], s["n_pairs"], s["seed"], s["pairs"], s["exclude_queries"]
+    )
     checks = baseline_checks(ranker, data.attribution)
     baseline = choose_baseline(checks, s["baseline"])
     attribution = neuron_integrated_gradients(
@@ -81,5 +85,7 @@ def test_pruning_top_nig_neurons_hurts_more_than_random(ranker, irmech_settings,
                 ),
                 Evidence("table", "pruning study (nDCG@10 over the reranked queries)", result.table()),
             ],
+            sample={"reranked queries": len(data.lists)},  # the paired t-test's unit
+            min_sample=min_pairs(),
         )
     )

@@ -65,6 +65,8 @@ def check_value(name: str, key: str, value: Any, where: str) -> Any:
     if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
         kind = " or ".join(t.__name__ for t in expected)
         raise ConfigError(f"{where}: {key} must be {kind}, got {value!r}")
+    if key == "exclude_queries":
+        return _query_ids(value, where)
     if isinstance(value, str) and key in _CHOICES and value not in _CHOICES[key]:
         raise ConfigError(f"{where}: {key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
@@ -78,6 +80,14 @@ def check_value(name: str, key: str, value: Any, where: str) -> Any:
         bounds = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
         raise ConfigError(f"{where}: {key} must be {bounds}, got {value!r}")
     return value
+
+
+def _query_ids(value: list[Any], where: str) -> list[str]:
+    """Query ids as strings: TOML users write TREC's numeric ids as numbers or strings alike."""
+    bad = [v for v in value if isinstance(v, bool) or not isinstance(v, str | int) or v == ""]
+    if bad:
+        raise ConfigError(f"{where}: exclude_queries must be a list of query ids (strings or integers), got {bad[0]!r}")
+    return [str(v) for v in value]
 
 
 def property_config(

@@ -84,6 +84,7 @@ class RunResult:
     written: list[str] = field(default_factory=list)
     withheld: list[str] = field(default_factory=list)
     required_failed: list[str] = field(default_factory=list)
+    required_inconclusive: list[str] = field(default_factory=list)  # not established: too few pairs to decide
 
 
 @dataclass
@@ -407,7 +408,7 @@ def irmech_verdict(request: pytest.FixtureRequest) -> Callable[[Verdict], Verdic
         if not _junit_xunit2(request.config):  # xunit2 has no per-test properties: see _junit_properties
             for key, value in _junit_fields(verdict).items():
                 _record_property(request, f"irmech_{key}", value)
-        if verdict.outcome is Outcome.NOT_APPLICABLE:
+        if verdict.outcome in (Outcome.NOT_APPLICABLE, Outcome.INCONCLUSIVE):  # neither passed nor failed
             pytest.skip(verdict.message())
         if verdict.outcome is not Outcome.PASSED:
             pytest.fail(verdict.message(), pytrace=False)
@@ -485,6 +486,11 @@ def _conclude(config: pytest.Config) -> RunResult:
             f"[{v.model}] {v.property}: {v.outcome.value}"
             for v in verdicts
             if v.property in required and v.outcome in (Outcome.FAILED, Outcome.ERROR)
+        ]
+        result.required_inconclusive = [
+            f"[{v.model}] {v.property}: inconclusive ({v.sample_note()})"
+            for v in verdicts
+            if v.property in required and v.outcome is Outcome.INCONCLUSIVE
         ]
         state.result = result
     return state.result
@@ -564,7 +570,9 @@ def _exit_status(session: pytest.Session, result: RunResult) -> int:
     if fingerprint.failed(result.comparisons) or result.required_failed:
         return pytest.ExitCode.TESTS_FAILED  # a regression found stands, whether or not another property raised
     errors = any(v.outcome is Outcome.ERROR for v in run_state(session.config).verdicts)
-    return ExitCode.INCOMPLETE if errors else pytest.ExitCode.OK
+    # Not established: a required property, or one the baseline passed, rests on too few pairs to decide.
+    unsettled = result.required_inconclusive or fingerprint.unsettled(result.comparisons)
+    return ExitCode.INCOMPLETE if errors or unsettled else pytest.ExitCode.OK
 
 
 @pytest.hookimpl(tryfirst=True)  # before junitxml writes its file
@@ -632,6 +640,14 @@ def _gate_mode_summary(terminalreporter: Any, config: pytest.Config, result: Run
     terminalreporter.section("irmechtest gate (--irmech-gate=baseline)")
     for line in result.required_failed:
         terminalreporter.write_line(f"required property not passed: {line}", red=True)
+    for line in result.required_inconclusive:
+        terminalreporter.write_line(f"required property not established: {line}", yellow=True)
+    if fingerprint.unsettled(result.comparisons):
+        terminalreporter.write_line(
+            "properties the baseline passed are now inconclusive (the gate section lists them): not established, "
+            f"exit {ExitCode.INCOMPLETE} unless a regression was found",
+            yellow=True,
+        )
     terminalreporter.write_line(
         f"the exit status reflects the baseline gate and required properties only; {measured} measured failure(s) "
         "are findings, not regressions"

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from irmechtest.data.catalogue import behaviour_defaults, behaviour_full_profile
 from irmechtest.data.idf import DEFAULT_IDF
+from irmechtest.data.sources import DEFAULT_SOURCE
 
 ALL_KINDS = ("cross-encoder", "bi-encoder")
 
@@ -332,6 +333,13 @@ _NIG_SETTINGS: dict[str, dict[str, Any]] = {
         # (seed 001 averages over every assessed pair of TREC DL 2019; 8 in the quick profile).
         "n_pairs": 8,
         "seed": 0,
+        # Graded judgments the lists and attribution pairs are drawn from (any load_pairs source: a shipped
+        # name, a .tsv with a relevance column, an ir_datasets id), and query ids left out of both. Pruning
+        # evaluated on queries a model was trained on measures memorisation: its rankings there are saturated
+        # and no pruning moves them (docs/nig.md). The shipped sample is TREC DL, which fine-tuned rankers are
+        # often trained on: give such a model held-out lists, or exclude its training queries.
+        "pairs": DEFAULT_SOURCE,
+        "exclude_queries": [],
     },
 }
 

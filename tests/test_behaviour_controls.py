@@ -41,12 +41,30 @@ def _ranker(spec: str):
     return load_ranker(spec)
 
 
+# The planted vocabulary leaves 3 applicable TDC pairs of the sample's first 100, under the 6 a verdict needs
+# (test below); its first 400 (the full profile) leave 13.
+PAIRS_FOR_A_VERDICT = {("irmechtest:planted-bm25-random", "TDC"): 400}
+
+
 @pytest.mark.parametrize("axiom", MUST_FAIL_AT_RANDOM)
 @pytest.mark.parametrize("spec", ["irmechtest:random-bert", "irmechtest:planted-bm25-random"])
 def test_random_cross_encoders_fail(spec: str, axiom: str) -> None:
-    verdict = _verdict(spec, axiom, 100)
+    verdict = _verdict(spec, axiom, PAIRS_FOR_A_VERDICT.get((spec, axiom), 100))
     assert verdict.outcome is Outcome.FAILED, verdict.summary
-    assert verdict.details["controlled"] and verdict.details["n"] >= 3
+    assert verdict.details["controlled"] and verdict.sample["applicable pairs"] >= verdict.min_sample
+
+
+@pytest.mark.parametrize("spec", ["irmechtest:planted-bm25", "irmechtest:planted-bm25-random"])
+def test_too_few_applicable_pairs_give_an_inconclusive_verdict_that_the_full_sample_decides(spec: str) -> None:
+    """On 100 pairs the planted vocabulary leaves 3 applicable TDC pairs: no pass or fail (issue 11: the planted
+    model failed TDC on them against an effect of +1.06 on its own corpus). The full profile's 400 leave 13, on
+    which the verdict is decided (which way is docs/validation.md's business: the planted model's is a stated
+    disagreement)."""
+    quick = _verdict(spec, "TDC", 100)
+    assert quick.outcome is Outcome.INCONCLUSIVE and quick.sample == {"applicable pairs": 3}, quick.summary
+    assert "rests on 3 applicable pairs; a 95 % verdict needs at least 6" in quick.message()
+    full = _verdict(spec, "TDC", 400)
+    assert full.outcome in (Outcome.PASSED, Outcome.FAILED) and full.sample == {"applicable pairs": 13}
 
 
 @pytest.mark.parametrize("axiom", MUST_FAIL_AT_RANDOM)

@@ -25,8 +25,8 @@ from irmechtest.data.catalogue import BUILTIN_AXIOMS, AxiomContext, get_axiom, q
 from irmechtest.data.idf import load_idf, word_idf
 from irmechtest.data.pairs import FILLER_CANDIDATES, build_pairs
 from irmechtest.data.sources import QueryDocPair, load_pairs, words
-from irmechtest.report.verdicts import Outcome, Verdict
-from irmechtest.stats import calibrate_tie_band
+from irmechtest.report.verdicts import Outcome, Verdict, min_pairs
+from irmechtest.stats import calibrate_tie_band, compliance
 
 N_PAIRS = 120
 
@@ -193,6 +193,48 @@ def test_a_failure_on_a_further_condition_is_told_apart_from_a_low_value() -> No
     specificity = Verdict("tfc1-stmc1-maps", "m", 0.87, 0.8, outcome=Outcome.FAILED)
     assert specificity.other_condition_failed
     assert not Verdict("tfc1-stmc1-maps", "m", 0.5, 0.8).other_condition_failed
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.6, 0.8, 0.9, 0.25])
+def test_min_pairs_is_the_fewest_on_which_an_exact_interval_can_exclude_the_threshold_both_ways(threshold) -> None:
+    """At the minimum, "all comply" has its exact (Clopper-Pearson) 95 % interval above the threshold and "none"
+    below it; one pair fewer, one of the two cannot leave the threshold behind whatever the data."""
+    from scipy.stats import beta
+
+    def decisive(n: int) -> bool:
+        all_low = beta.ppf(0.025, n, 1)  # lower bound of n of n; by symmetry 1 - it is the upper bound of 0 of n
+        return all_low > threshold and 1 - all_low < threshold
+
+    n = min_pairs(threshold)
+    assert decisive(n) and not decisive(n - 1)
+    assert min_pairs() == 6 and min_pairs(1.0) == min_pairs(0.0) == 1
+
+
+@pytest.mark.parametrize(("n", "outcome"), [(5, Outcome.INCONCLUSIVE), (6, Outcome.PASSED)])
+def test_a_rate_on_fewer_pairs_than_its_test_needs_is_inconclusive(n, outcome) -> None:
+    """Every pair complying, on 5 pairs, is no pass (its exact interval still reaches below 0.5); on 6 it is.
+    The same holds for failing: 5 of 5 against the axiom is inconclusive, and the reason names both counts."""
+    rising = to_verdict(compliance([1.0] * n, "increase", 0.0, axiom="TDC"), "m", 0.5)
+    assert rising.outcome is outcome and rising.sample == {"applicable pairs": n} and rising.min_sample == 6
+    falling = to_verdict(compliance([-1.0] * n, "increase", 0.0, axiom="TDC"), "m", 0.5)
+    assert falling.outcome is (Outcome.FAILED if n >= 6 else Outcome.INCONCLUSIVE)
+    if outcome is Outcome.INCONCLUSIVE:
+        assert f"rests on {n} applicable pairs; a 95 % verdict needs at least 6" in rising.message()
+        assert "--irmech-profile=full" in rising.message() and "too few: 5 applicable pairs < 6" in rising.qualifier()
+    strict = to_verdict(compliance([1.0] * 30, "increase", 0.0), "m", 0.9)  # 0.9 needs 36 pairs
+    assert strict.outcome is Outcome.INCONCLUSIVE and strict.min_sample == 36
+
+
+def test_the_minimum_overrides_an_outcome_a_property_decided_itself() -> None:
+    """A property that sets its own outcome (a further condition) still goes through the one rule; a verdict
+    without counts, or not measured, is left as it is."""
+    decided = Verdict("tfc1-stmc1-maps", "m", 0.91, 0.8, outcome=Outcome.FAILED, sample={"patched STMC1 pairs": 3})
+    assert decided.outcome is Outcome.FAILED  # no minimum given
+    decided = replace(decided, outcome=Outcome.FAILED, min_sample=min_pairs())
+    assert decided.outcome is Outcome.INCONCLUSIVE and decided.too_few() == {"patched STMC1 pairs": 3}
+    assert Verdict.from_dict(decided.to_dict()) == decided
+    assert Verdict("x", "m", 0.9, 0.5, sample={"pairs": 20}, min_sample=6).passed
+    assert Verdict.not_applicable("x", "m", "bi-encoder").outcome is Outcome.NOT_APPLICABLE
 
 
 def test_neutral_controls_edit_the_same_slot_with_unrelated_words_of_equal_token_length(tokenizer, judged) -> None:

@@ -54,6 +54,12 @@ def test_layers_resolve_from_general_to_model_and_profile():
         ({"properties": {"tfc1": {"tie_band": float("nan")}}}, "tie_band must be finite"),
         ({"properties": {"tfc1": {"tie_band": "wide"}}}, "tie_band must be one of calibrate, control, got 'wide'"),
         ({"properties": {"axiom-tdc": {"random_twin": "yes"}}}, "random_twin must be one of auto, always, never"),
+        ({"properties": {"nig-pruning": {"exclude_queries": "1037798"}}}, "exclude_queries must be list, got '1037"),
+        (
+            {"properties": {"nig-pruning": {"exclude_queries": ["19335", 1.5]}}},
+            "exclude_queries must be a list of query ids (strings or integers), got 1.5",
+        ),
+        ({"properties": {"nig-pruning": {"pairs": "held-out.tsv"}}}, "pairs file 'held-out.tsv' not found"),
         ({"properties": {"tfc1": 3}}, "[tool.irmechtest.properties.tfc1] must be a table"),
         ({"thresholds": {}}, "[tool.irmechtest]: unknown key 'thresholds'"),
         ({"profile": "slow"}, "profile must be one of quick, full, got 'slow'"),
@@ -69,6 +75,12 @@ def test_invalid_values_are_refused_naming_file_and_key(table, message):
         parse_configuration(table, "/repo/pyproject.toml")
     assert str(error.value).startswith("/repo/pyproject.toml: ")
     assert message in str(error.value)
+
+
+def test_excluded_query_ids_are_strings_whichever_way_toml_writes_them():
+    table = {"properties": {"nig-pruning": {"exclude_queries": [1037798, "19335"]}}}
+    config = parse_configuration(table, "/repo/pyproject.toml")
+    assert config.settings("nig-pruning")["exclude_queries"] == ["1037798", "19335"]
 
 
 def test_a_count_threshold_is_not_a_rate():

@@ -6,7 +6,7 @@ import pytest
 
 from irmechtest.report import fingerprint
 from irmechtest.report.fingerprint import FingerprintError
-from irmechtest.report.verdicts import Verdict
+from irmechtest.report.verdicts import Outcome, Verdict
 
 
 def rate(value, low, high, model="m", md5="aa"):
@@ -147,3 +147,18 @@ def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fingerprint.save(path, fp(rate(0.5, 0.4, 0.6)))
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["b.json"]
+
+
+def test_pass_to_inconclusive_is_reported_as_unsettled_not_as_a_drift_or_a_value_change():
+    """A value resting on too few pairs is neither held against the baseline nor a reference for a later run."""
+    few = Verdict("tfc1", "m", 0.4, 0.9, details={"ci_low": 0.1, "ci_high": 0.8}, sample={"pairs": 3}, min_sample=36)
+    assert few.outcome is Outcome.INCONCLUSIVE
+    [comparison] = fingerprint.compare(fp(rate(0.95, 0.9, 0.98)), fp(few))
+    assert comparison.drifts == [] and comparison.deltas == {}
+    assert comparison.unsettled == ["tfc1: outcome passed -> inconclusive (3 pairs, needs 36): no longer established"]
+    assert fingerprint.unsettled([comparison]) and not fingerprint.failed([comparison])
+    head, _, line = fingerprint.summary([comparison], "b.json")[:3]
+    assert head.endswith("1 property passed in the baseline now inconclusive (too few pairs)")
+    assert line == "  ? tfc1: outcome passed -> inconclusive (3 pairs, needs 36): no longer established"
+    [back] = fingerprint.compare(fp(few), fp(rate(0.5, 0.4, 0.6)))
+    assert back.notes == ["tfc1: outcome inconclusive -> failed"] and not back.drifts and not back.unsettled

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from irmechtest.controls.planted_vocabulary import probe_corpus
+from irmechtest.data.sources import load_pairs
 from irmechtest.mechanisms.nig import (
     BASELINES,
     NEUTRAL_BAND,
@@ -89,6 +90,31 @@ def test_trec_sample_lists_and_attribution_pairs_use_disjoint_queries():
     assert len(data.lists) == 10 and all(len(lst.docs) == 21 and lst.gains[0] == 1 for lst in data.lists)
     assert {lst.query for lst in data.lists}.isdisjoint({p.query for p in data.attribution})
     assert sum(p.relevant for p in data.attribution) == 8 and len(data.attribution) == 16
+
+
+def test_excluded_queries_are_in_no_list_no_attribution_pair_and_no_negative(tmp_path):
+    """Held-out lists: a model's training queries are left out of everything the pruning study reads; too few
+    queries left, or a source without grades, is a clear error."""
+    pairs = load_pairs()
+    by_query = {p.query: p.qid for p in pairs}
+    texts = {}
+    for p in pairs:
+        texts.setdefault(p.qid, set()).add(p.text)
+    qids = sorted(texts)
+    excluded = qids[: len(qids) // 2]
+    data = trec_sample_data(n_queries=10, n_negatives=9, n_pairs=16, seed=0, exclude_queries=excluded)
+    used = {by_query[lst.query] for lst in data.lists} | {by_query[p.query] for p in data.attribution}
+    assert used and used.isdisjoint(excluded) and len(data.lists) == 10
+    seen = {d for lst in data.lists for d in lst.docs} | {p.doc for p in data.attribution}
+    only_excluded = set().union(*(texts[q] for q in excluded)) - set().union(*(texts[q] for q in qids[len(excluded) :]))
+    assert seen.isdisjoint(only_excluded)
+    assert data.source == f"irmechtest:trec-dl-tfc1-sample without {len(excluded)} excluded queries"
+    with pytest.raises(ValueError, match=r"has \d+ queries with a passage of grade >= 2 after leaving out 70 excluded"):
+        trec_sample_data(n_queries=10, n_negatives=9, n_pairs=16, seed=0, exclude_queries=qids[:70])
+    ungraded = tmp_path / "ungraded.tsv"
+    ungraded.write_text("qid\tdocno\tquery\ttext\nq\td\tcats\tcats purr\n")
+    with pytest.raises(ValueError, match="without a relevance grade"):
+        trec_sample_data(n_queries=1, n_negatives=1, n_pairs=2, seed=0, source=str(ungraded))
 
 
 def test_reranker_matches_plain_scoring_in_input_order(planted, data):

@@ -14,21 +14,24 @@ import pytest
 import torch
 
 # Property tests that need no model: four TFC1 verdicts and one IDF verdict, written in a second. With
-# IRMECH_FAKE_VALUE the second TFC1 verdict fails; with IRMECH_FAKE_WAIT the last test waits to be interrupted.
+# IRMECH_FAKE_VALUE the second TFC1 verdict fails; with IRMECH_FAKE_PAIRS it rests on that many pairs (the
+# minimum for 0.9 is 36); with IRMECH_FAKE_WAIT the last test waits to be interrupted.
 FAKE_SUITE = """
 import os, pathlib, time
 
 import pytest
 import torch
 
-from irmechtest.report.verdicts import Verdict
+from irmechtest.report.verdicts import Verdict, min_pairs
 
 
 @pytest.mark.parametrize("i", range(4))
 @pytest.mark.irmech_property("tfc1")
 def test_rate(i, irmech_verdict):
     value = float(os.environ.get("IRMECH_FAKE_VALUE", "0.95")) if i == 1 else 0.95
-    irmech_verdict(Verdict("tfc1", f"model-{i}", value, 0.9))
+    pairs = int(os.environ.get("IRMECH_FAKE_PAIRS", "200")) if i == 1 else 200
+    sample = {"applicable pairs": pairs}
+    irmech_verdict(Verdict("tfc1", f"model-{i}", value, 0.9, sample=sample, min_sample=min_pairs(0.9)))
 
 
 @pytest.mark.irmech_property("idf-in-u0")
@@ -301,3 +304,36 @@ def test_gate_mode_exits_on_drift_and_required_properties_only(pytester):
     assert required.returncode == 1 and "required property not passed: [model-1] tfc1: failed" in required.stdout
     stopped = run(pytester, *gate, "--irmech-baseline=b.json", "-x", env=failing)
     assert stopped.returncode == 7 and "run incomplete: stopped early" in stopped.stdout
+
+
+def test_an_inconclusive_verdict_flows_to_every_output_and_the_gate_as_not_established(pytester):
+    """A verdict on fewer pairs than its test needs is a skip with its reason (not a pass, not a failure): so in
+    the terminal table, JSON, fingerprint, HTML and JUnit; the gate reports baseline pass -> inconclusive, and in
+    gate mode it, or a required property that is inconclusive, leaves the run not established (exit 7)."""
+    pytester.makepyfile(test_fake=FAKE_SUITE)
+    assert run(pytester, "test_fake.py", "--irmech-save-baseline=b.json").returncode == 0
+    few = {"IRMECH_FAKE_PAIRS": "35"}
+    outputs = ["--irmech-json=v.json", "--irmech-report=r.html", "--junitxml=j.xml", "-o", "junit_family=xunit1"]
+    default = run(pytester, "test_fake.py", "--irmech-baseline=b.json", *outputs, "-rs", env=few)
+    assert default.returncode == 0 and "4 passed, 1 skipped" in default.stdout  # reported, not a failure
+    [row] = [line for line in default.stdout.splitlines() if "model-1" in line and "needs >= 0.9" in line]
+    assert row.split()[:3] == ["inconclusive", "tfc1", "model-1"] and "too few: 35 applicable pairs < 36" in row
+    assert "rests on 35 applicable pairs; a 95 % verdict needs at least 36" in default.stdout  # the skip's reason
+    assert "  ? tfc1: outcome passed -> inconclusive (35 applicable pairs, needs 36): no longer established" in (
+        default.stdout
+    )
+    [verdict] = [v for v in json.loads((pytester.path / "v.json").read_text())["verdicts"] if v["model"] == "model-1"]
+    assert verdict["outcome"] == "inconclusive" and verdict["sample"] == {"applicable pairs": 35}
+    assert ">inconclusive</a>" in (pytester.path / "r.html").read_text()
+    case = next(c for c in ET.parse(pytester.path / "j.xml").iter("testcase") if c.get("name") == "test_rate[1]")
+    assert case.find("skipped") is not None
+    assert {p.get("name"): p.get("value") for p in case.iter("property")}["irmech_outcome"] == "inconclusive"
+    gate = run(pytester, "test_fake.py", "--irmech-gate=baseline", "--irmech-baseline=b.json", env=few)
+    assert gate.returncode == 7 and "now inconclusive (the gate section lists them): not established" in gate.stdout
+    pytester.makepyprojecttoml('[tool.irmechtest]\nrequired = ["tfc1"]\n')
+    fresh = run(pytester, "test_fake.py", "--irmech-gate=baseline", "--irmech-save-baseline=c.json", env=few)
+    assert fresh.returncode == 7 and "required property not established: [model-1] tfc1: inconclusive" in fresh.stdout
+    enough = run(
+        pytester, "test_fake.py", "--irmech-gate=baseline", "--irmech-baseline=b.json", env={"IRMECH_FAKE_PAIRS": "36"}
+    )
+    assert enough.returncode == 0

@@ -27,7 +27,7 @@ from irmechtest.data.catalogue import (
 )
 from irmechtest.data.pairs import AxiomCase, Kind, LongPairPolicy, MinimalPair, PairSet, build_pairs
 from irmechtest.data.sources import DEFAULT_SOURCE, QueryDocPair, load_pairs, words
-from irmechtest.report.verdicts import Evidence, Outcome, Verdict
+from irmechtest.report.verdicts import Evidence, Outcome, Verdict, min_pairs
 from irmechtest.stats import Compliance, bootstrap_mean_interval, calibrate_tie_band, compliance
 
 TieBand = float | Literal["calibrate", "control"]
@@ -370,7 +370,7 @@ def to_verdict(result: Compliance, model: str, threshold: float, *, property: st
     A controlled measurement (see :func:`measure`) further needs the paired contrast's interval on the
     direction's side of 0: a rate reached with a mean contrast that could be 0 is not evidence that the
     model treats the axiom's words differently from unrelated ones. No applicable pair gives a
-    not-applicable verdict, never a pass.
+    not-applicable verdict, never a pass; fewer than ``min_pairs`` an inconclusive one.
     """
     name = property or f"axiom.{result.axiom}"
     if result.rate is None:
@@ -409,7 +409,11 @@ def to_verdict(result: Compliance, model: str, threshold: float, *, property: st
     ]
     if result.worst is not None:
         evidence.append(Evidence("examples", f"worst {result.axiom} violation", {"examples": [result.worst]}))
-    verdict = Verdict(
+    # The rate's test against the threshold and, when controlled, the contrast's interval against 0 both rest
+    # on the applicable pairs; each needs its own minimum (verdicts.min_pairs).
+    contrast = min_pairs(0.5, result.confidence) if result.controlled else 0
+    minimum = max(min_pairs(threshold, result.confidence), contrast)
+    return Verdict(
         property=name,
         model=model,
         value=result.rate,
@@ -418,10 +422,10 @@ def to_verdict(result: Compliance, model: str, threshold: float, *, property: st
         summary=result.summary(),
         details={**result.to_dict(), "adaptations": result.adaptations()},
         evidence=evidence,
+        outcome=Outcome.FAILED if result.contrast_holds is False else None,
+        sample={"applicable pairs": result.n},
+        min_sample=minimum,
     )
-    if result.contrast_holds is False:
-        verdict.outcome = Outcome.FAILED
-    return verdict
 
 
 def _attribute(scorer: Scorer, name: str) -> Any:

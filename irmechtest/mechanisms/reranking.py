@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from irmechtest.data.idf import bm25_idf, bm25_tf
-from irmechtest.data.sources import load_pairs, words
+from irmechtest.data.sources import DEFAULT_SOURCE, load_pairs, words
 from irmechtest.models.ranker import HookedRanker, ProbeCorpus
 
 # Anserini's BM25 defaults for MS MARCO passage: the usual "BM25 negatives" of the literature.
@@ -126,23 +126,42 @@ class StudyData:
     source: str
 
 
-def trec_sample_data(n_queries: int, n_negatives: int, n_pairs: int, seed: int) -> StudyData:
-    """Lists and pairs from the shipped TREC DL sample (grades 0-3, 77 queries).
+def trec_sample_data(
+    n_queries: int,
+    n_negatives: int,
+    n_pairs: int,
+    seed: int,
+    source: str = DEFAULT_SOURCE,
+    exclude_queries: Collection[str] = (),
+) -> StudyData:
+    """Lists and pairs from graded judgments: the shipped TREC DL sample (grades 0-3, 77 queries) by default,
+    or any ``source`` that ``load_pairs`` reads (a ``.tsv`` with a relevance column, an ``ir_datasets`` id).
 
-    Relevant means grade >= 2 (the TREC DL passage convention), non-relevant grade 0; grade 1 ("related")
-    is left out of attribution as ambiguous, as seed 001 leaves out ambiguous pairs. ``n_queries`` queries
-    with a relevant passage are drawn for the lists (their best-graded passage among BM25 negatives from the
-    other queries' passages); attribution pairs come from the remaining queries only, so neurons are never
-    selected on the queries they are evaluated on.
+    Queries in ``exclude_queries`` (e.g. a model's training queries) are left out of both the lists and the
+    attribution pairs, and their passages out of the negatives' pool: pruning evaluated on queries the model
+    was trained on measures memorisation (docs/nig.md). Relevant means grade >= 2 (the TREC DL passage
+    convention), non-relevant grade 0; grade 1 ("related") is left out of attribution as ambiguous, as seed 001
+    leaves out ambiguous pairs. ``n_queries`` queries with a relevant passage are drawn for the lists (their
+    best-graded passage among BM25 negatives from the other queries' passages); attribution pairs come from the
+    remaining queries only, so neurons are never selected on the queries they are evaluated on.
     """
-    pairs = load_pairs()
+    excluded = set(exclude_queries)
+    loaded = load_pairs(source)
+    if any(p.relevance is None for p in loaded):
+        raise ValueError(f"pairs source {source!r} has pairs without a relevance grade; the pruning study needs them")
+    pairs = [p for p in loaded if p.qid not in excluded]
     judged: dict[str, dict[str, int]] = {}
     for p in pairs:
         judged.setdefault(p.qid, {})[p.text] = p.relevance
     queries = {p.qid: p.query for p in pairs}
     with_relevant = sorted(q for q, docs in judged.items() if max(docs.values()) >= 2)
     if not 1 <= n_queries < len(with_relevant):
-        raise ValueError(f"n_queries must be in [1, {len(with_relevant) - 1}], got {n_queries}")
+        left = f" after leaving out {len(excluded & {p.qid for p in loaded})} excluded queries" if excluded else ""
+        raise ValueError(
+            f"n_queries must be in [1, {len(with_relevant) - 1}], got {n_queries}: {source!r} has "
+            f"{len(with_relevant)} queries with a passage of grade >= 2{left}, and the queries not reranked give "
+            "the attribution pairs"
+        )
     rng = random.Random(seed)
     eval_qids = sorted(rng.sample(with_relevant, n_queries))
     best = [(q, queries[q], max(judged[q], key=judged[q].get)) for q in eval_qids]
@@ -155,15 +174,25 @@ def trec_sample_data(n_queries: int, n_negatives: int, n_pairs: int, seed: int) 
         n_pairs,
         rng,
     )
-    return StudyData(attribution, lists, "irmechtest:trec-dl-tfc1-sample")
+    held_out = f" without {len(excluded & {p.qid for p in loaded})} excluded queries" if excluded else ""
+    return StudyData(attribution, lists, f"{source}{held_out}")
 
 
-def study_data(ranker: HookedRanker, n_queries: int, n_negatives: int, n_pairs: int, seed: int) -> StudyData:
+def study_data(
+    ranker: HookedRanker,
+    n_queries: int,
+    n_negatives: int,
+    n_pairs: int,
+    seed: int,
+    source: str = DEFAULT_SOURCE,
+    exclude_queries: Collection[str] = (),
+) -> StudyData:
     """The study's data for ``ranker``: from the corpus it declares (a model built in its own vocabulary, where
-    MS MARCO text is mostly [UNK]), else from the shipped TREC DL sample."""
+    MS MARCO text is mostly [UNK]), else from graded judgments (``trec_sample_data``: the shipped TREC DL sample
+    or ``source``, without ``exclude_queries``, e.g. the model's training queries)."""
     if ranker.probe_corpus is not None:
         return corpus_data(ranker.probe_corpus, n_queries, n_negatives, n_pairs, seed)
-    return trec_sample_data(n_queries, n_negatives, n_pairs, seed)
+    return trec_sample_data(n_queries, n_negatives, n_pairs, seed, source, exclude_queries)
 
 
 def corpus_data(corpus: ProbeCorpus, n_queries: int, n_negatives: int, n_pairs: int, seed: int) -> StudyData:

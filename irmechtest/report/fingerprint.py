@@ -61,6 +61,8 @@ def property_entry(verdict: Verdict) -> dict[str, Any]:
         "value": _number(verdict.value),
         "threshold": verdict.threshold,
         "comparison": verdict.comparison,
+        "sample": dict(verdict.sample),
+        "min_sample": verdict.min_sample,
         "settings": details.get("settings", {}),
         "measured": {k: v for k, v in sorted(details.items()) if k != "settings" and _flat(v)},
     }
@@ -157,10 +159,17 @@ class Comparison:
     drifts: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     deltas: dict[str, float] = field(default_factory=dict)
+    # Properties the baseline passed that are now inconclusive: not a regression found, nor a confirmation.
+    unsettled: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         against = f" (against baseline model {self.reference})" if self.reference not in (None, self.model) else ""
-        return [f"[{self.model}]{against}", *(f"  - {d}" for d in self.drifts), *(f"    note: {n}" for n in self.notes)]
+        return [
+            f"[{self.model}]{against}",
+            *(f"  - {d}" for d in self.drifts),
+            *(f"  ? {u}" for u in self.unsettled),
+            *(f"    note: {n}" for n in self.notes),
+        ]
 
 
 def reference(baseline: Mapping[str, Any], model: str) -> str | None:
@@ -178,6 +187,16 @@ def _interval(measured: Mapping[str, Any]) -> tuple[float, float] | None:
 
 def compare_property(name: str, old: Mapping[str, Any], new: Mapping[str, Any], comparison: Comparison) -> None:
     """The per-property tolerances: see ``docs/configuration.md`` (release gate)."""
+    inconclusive = Outcome.INCONCLUSIVE.value
+    if inconclusive in (old["outcome"], new["outcome"]) and old["outcome"] != new["outcome"]:
+        # A value resting on too few pairs is no reference, nor a measurement to hold against one.
+        change = f"{name}: outcome {old['outcome']} -> {new['outcome']}"
+        if new["outcome"] == inconclusive:
+            short = {k: n for k, n in new.get("sample", {}).items() if n < new.get("min_sample", 0)}
+            counts = ", ".join(f"{n} {what}" for what, n in short.items())
+            change += f" ({counts}, needs {new.get('min_sample')}): no longer established"
+        (comparison.unsettled if old["outcome"] == Outcome.PASSED.value else comparison.notes).append(change)
+        return
     if old["outcome"] == Outcome.PASSED.value and new["outcome"] != Outcome.PASSED.value:
         comparison.drifts.append(f"{name}: outcome passed -> {new['outcome']}")
     was, now = old["value"], new["value"]
@@ -246,8 +265,15 @@ def failed(comparisons: Sequence[Comparison]) -> bool:
     return any(c.drifts for c in comparisons)
 
 
+def unsettled(comparisons: Sequence[Comparison]) -> bool:
+    """Whether a property the baseline passed is now inconclusive (gate mode: the run is incomplete, exit 7)."""
+    return any(c.unsettled for c in comparisons)
+
+
 def summary(comparisons: Sequence[Comparison], source: str) -> list[str]:
-    """The gate's readable diff, one line per drift or note, headed by its verdict."""
+    """The gate's readable diff, one line per drift, unsettled property or note, headed by its verdict."""
     n = sum(len(c.drifts) for c in comparisons)
     head = f"baseline gate FAILED: {n} drift(s) from {source}" if n else f"baseline gate passed against {source}"
+    if k := sum(len(c.unsettled) for c in comparisons):
+        head += f"; {k} propert{'y' if k == 1 else 'ies'} passed in the baseline now inconclusive (too few pairs)"
     return [head, *(line for c in comparisons for line in c.lines())]

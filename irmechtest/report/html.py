@@ -22,6 +22,7 @@ from irmechtest.report.verdicts import Evidence, Outcome, Verdict, jsonable
 _COLOURS = {
     Outcome.PASSED: "#1a7f37",
     Outcome.FAILED: "#cf222e",
+    Outcome.INCONCLUSIVE: "#8250df",
     Outcome.NOT_APPLICABLE: "#6e7781",
     Outcome.ERROR: "#9a6700",
 }
@@ -175,7 +176,7 @@ def _matrix(verdicts: Sequence[Verdict], comparisons: Sequence[Comparison]) -> s
                 extra += f"<br>baseline &#916; {deltas[model, prop]:+.3g}"
             if (model, prop) in drifts:
                 extra += '<br><a href="#gate">drift</a>'
-            hover = _esc(v.reason or v.interval_note())
+            hover = _esc(v.reason or v.sample_note() or v.interval_note())
             cells.append(
                 f'<td class="cell" style="background:{_COLOURS[v.outcome]}" title="{hover}">'
                 f'<a href="#{_anchor(v)}">{_esc(v.outcome.value)}</a><br>{_esc(_value_text(v))}{extra}</td>'

@@ -16,8 +16,31 @@ from typing import Any
 class Outcome(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
+    # Measured, but on fewer pairs than the property's test needs to decide at all (``min_pairs``).
+    INCONCLUSIVE = "inconclusive"
     NOT_APPLICABLE = "not applicable"
     ERROR = "error"
+
+
+def min_pairs(threshold: float = 0.5, confidence: float = 0.95) -> int:
+    """The fewest pairs on which an exact test at ``confidence`` could decide against ``threshold`` either way.
+
+    With n pairs the most one-sided samples are "all n on the claim's side" and "none". An exact (Clopper-
+    Pearson) interval excludes a rate threshold p0 from above only if tail^(1/n) > p0, and from below only if
+    tail^(1/n) > 1 - p0 (tail = (1 - confidence) / 2); both need n > ln(tail) / ln(max(p0, 1 - p0)). For a
+    mean, contrast, patching effect or correlation over pairs, whatever its interval's formula, no
+    distribution-free test can place it on one side of a value on fewer pairs than the sign test needs when
+    every pair agrees: that is the p0 = 0.5 case (6 pairs at 95 %). Below this count an interval is not
+    evidence, so the verdict is inconclusive (docs/configuration.md, "Inconclusive verdicts"). A threshold of 0
+    or 1 can be decided on one side only (a rate can never be shown to be >= 1): that side needs 1 pair.
+    """
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be a rate in [0, 1], got {threshold}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    tail = (1 - confidence) / 2
+    sides = [q for q in (threshold, 1 - threshold) if 0 < q < 1]
+    return max((math.floor(math.log(tail) / math.log(q)) + 1 for q in sides), default=1)
 
 
 _COMPARATORS = {
@@ -59,12 +82,33 @@ class Verdict:
     # What the value is ("|r|", "compliance rate", "p-value", "heads found"): the plugin fills it from the
     # ``irmech_property`` marker's ``quantity``, so a reader never has to guess what 0.43 measures.
     quantity: str = ""
+    # The pairs (or queries) behind each interval the outcome is decided by, e.g. {"patched STMC1 pairs": 3},
+    # and the fewest each must have (``min_pairs``): any count below it makes a pass or fail inconclusive.
+    sample: dict[str, int] = field(default_factory=dict)
+    min_sample: int = 0
 
     def __post_init__(self) -> None:
         if self.comparison not in _COMPARATORS:
             raise ValueError(f"comparison must be one of {sorted(_COMPARATORS)}, got {self.comparison!r}")
         if self.outcome is None:
             self.outcome = self._decide()
+        if self.outcome in (Outcome.PASSED, Outcome.FAILED) and self.too_few():
+            self.outcome = Outcome.INCONCLUSIVE  # the one place the minimum-sample rule is applied
+
+    def too_few(self) -> dict[str, int]:
+        """The counts of ``sample`` below ``min_sample`` ({} when the verdict rests on enough pairs)."""
+        return {what: n for what, n in self.sample.items() if n < self.min_sample}
+
+    def sample_note(self) -> str:
+        """Why an inconclusive verdict is one: which counts fall short of the minimum ("" otherwise)."""
+        short = self.too_few()
+        if self.outcome is not Outcome.INCONCLUSIVE or not short:
+            return ""
+        counts = ", ".join(f"{n} {what}" for what, n in short.items())
+        return (
+            f"rests on {counts}; a 95 % verdict needs at least {self.min_sample} (the fewest on which an exact test "
+            "could decide at all): a larger sample (--irmech-profile=full, or a larger n_pairs) may reach one"
+        )
 
     def _decide(self) -> Outcome:
         if self.value is None or self.threshold is None:
@@ -122,6 +166,9 @@ class Verdict:
         adaptation of the data the value was measured on."""
         interval = self.interval()
         notes = []
+        short = self.too_few() if self.outcome is Outcome.INCONCLUSIVE else {}
+        if short:
+            notes.append("too few: " + ", ".join(f"{n} {what} < {self.min_sample}" for what, n in short.items()))
         if self.other_condition_failed:
             notes.append("a further condition failed (see its summary)")
         elif self.undecided and interval is not None:
@@ -150,6 +197,8 @@ class Verdict:
         value = "nan" if math.isnan(self.value) else f"{self.value:.4g}"
         name = f" ({self.quantity})" if self.quantity else ""
         text = f"{head}: value {value}{name}, required {self.comparison} {self.threshold:.4g}"
+        if note := self.sample_note():
+            text += f"\n{note}"
         if self.summary:
             text += f"\n{self.summary}"
         if self.undecided:
