@@ -75,8 +75,8 @@ def test_reading_the_registry_and_the_configuration_imports_no_torch():
 
 
 class _Ranker:
-    def __init__(self, kind: str, layout: str = "blocks", causal: bool = False) -> None:
-        self.kind, self.layout, self.causal = kind, layout, causal
+    def __init__(self, kind: str, layout: str = "blocks") -> None:
+        self.kind, self.layout = kind, layout
 
 
 def test_applicability_is_read_from_the_entry():
@@ -84,5 +84,4 @@ def test_applicability_is_read_from_the_entry():
     assert heads.not_applicable_reason(_Ranker("cross-encoder")) is None
     assert heads.not_applicable_reason(_Ranker("bi-encoder")).startswith("bi-encoder: bi-encoders encode")
     assert heads.not_applicable_reason(_Ranker("cross-encoder", "encoder-decoder")).startswith("encoder-decoder")
-    assert heads.not_applicable_reason(_Ranker("cross-encoder", causal=True)).startswith("causal cross-encoder")
-    assert get_property("tfc1").not_applicable_reason(_Ranker("cross-encoder", "encoder-decoder", True)) is None
+    assert get_property("tfc1").not_applicable_reason(_Ranker("cross-encoder", "encoder-decoder")) is None
