@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 from transformers import Qwen3Config
 
-from irmechtest.config import DEFAULTS, Configuration
-from irmechtest.controls.twins import random_hf_model, tiny_decoder_tokenizer
+from irmechtest.config import Configuration
+from irmechtest.controls.twins import tiny_decoder_tokenizer
 from irmechtest.cost import Estimate, estimate_rows, seconds_per_row
-from irmechtest.loading import ranker_from_hf
+from irmechtest.models.huggingface import random_hf_model, ranker_from_hf
+from irmechtest.registry import PROPERTIES
 
 QWEN3_RERANKER_0_6B = dict(
     num_hidden_layers=28,
@@ -73,7 +74,7 @@ def main() -> None:
     built = time.perf_counter() - start
     ranker = ranker_from_hf(hf_model, tokenizer, kind="cross-encoder", name=str(args.directory))
     configuration = Configuration()
-    properties = [(name, configuration.settings(name, [], args.profile)) for name in sorted(DEFAULTS)]
+    properties = [(name, configuration.settings(name, [], args.profile)) for name in sorted(PROPERTIES)]
     rows, _ = estimate_rows(properties, ranker.cfg.n_layers, ranker.cfg.n_heads)
     per_row, tokens = seconds_per_row(ranker)
     parameters = sum(p.numel() for p in ranker.parameters())

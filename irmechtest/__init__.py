@@ -28,7 +28,7 @@ _EXPORTS: dict[str, str] = {
     "PairBuilder": "irmechtest.data.pairs",
     "measure_axiom": "irmechtest.behaviour.compliance",
     "to_verdict": "irmechtest.behaviour.compliance",
-    "prepare_pairs": "irmechtest.mechanisms.patching",
+    "prepare_pairs": "irmechtest.mechanisms.pair_runs",
     "head_grid": "irmechtest.mechanisms.components",
     "block_grid": "irmechtest.mechanisms.components",
     "neuron_grid": "irmechtest.mechanisms.components",
@@ -79,7 +79,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from irmechtest.data.pairs import PairBuilder, build_pairs
     from irmechtest.loading import load_ranker
     from irmechtest.mechanisms.components import block_grid, head_grid, neuron_grid
-    from irmechtest.mechanisms.patching import activation_patching, attribution_patching, path_patching, prepare_pairs
+    from irmechtest.mechanisms.pair_runs import prepare_pairs
+    from irmechtest.mechanisms.patching import activation_patching, attribution_patching, path_patching
     from irmechtest.models.hooks import ActivationCache, act_name
     from irmechtest.models.ranker import Batch, HookedRanker, ProbeCorpus
     from irmechtest.registry import Property, get_property, register_property

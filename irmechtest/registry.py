@@ -152,7 +152,7 @@ PROBE_PAIRS = 48  # quick-profile source pairs of the head probes (reason at "ma
 _CIRCUIT_SETTINGS: dict[str, dict[str, Any]] = {
     # Shared by the head probes: quick-profile sample (source pairs for TFC1, STMC1 and the control each),
     # documents cut to max_length tokens so that patching every head stays within seconds on 2 CPU cores. Only
-    # pairs whose edit moves the score by >= patching.MIN_GAP_SHARE of the score spread are patched, so the
+    # pairs whose edit moves the score by >= pair_runs.MIN_GAP_SHARE of the score spread are patched, so the
     # sample is drawn 3x larger than the 16 pairs a head's interval needs to be decisive: a model that reacts
     # to one edit in five keeps about 10 (3 of 16 leave a Student-t interval with t = 4.3, which confirms
     # nothing); pairs that are excluded cost one forward pass, not a patching run.

@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from irmechtest.controls.twins import random_cross_encoder
+from irmechtest.mechanisms import circuit_fit
 from irmechtest.mechanisms import circuits as C
-from irmechtest.mechanisms.patching import path_patching, prepare_pairs
+from irmechtest.mechanisms.pair_runs import prepare_pairs
+from irmechtest.mechanisms.patching import path_patching
 
 QUERIES = ["apple pie recipe", "what is rna", "cheap flights to paris", "history of the roman empire"]
 DOCUMENTS = [
@@ -40,7 +42,7 @@ def batch(ranker):
 
 
 def spans(ranker, batch):
-    return C._token_spans(ranker, batch)
+    return C.token_spans(ranker, batch)
 
 
 def test_prompt_marks_query_and_document_tokens(ranker, batch):
@@ -148,7 +150,7 @@ def test_circuit_features_are_the_attention_the_document_gives_each_query_token(
 
     pairs = list(zip(QUERIES, DOCUMENTS, strict=True))
     with ranker.hooks(planted_hooks(batch, all_on_first_query_token)):
-        rows = C._circuit_rows(ranker, pairs, [PLANTED], batch_size=len(pairs))
+        rows = circuit_fit._circuit_rows(ranker, pairs, [PLANTED], batch_size=len(pairs))
     for (q_pos, d_pos), matching in zip(spans(ranker, batch), rows.matching, strict=True):
         assert matching[:, 0].tolist() == pytest.approx([len(d_pos)] + [0.0] * (len(q_pos) - 1))
 
@@ -171,9 +173,9 @@ def test_an_embedding_wider_than_the_tokenizer_gets_an_aligned_idf_vector():
     """Qwen2.5 pads its 151,665-token vocabulary to 151,936 embedding rows; the benchmark's random Qwen3 of
     Qwen3-Reranker-0.6B's shape (151,669 rows, a 30,525-token offline tokenizer) made both U0 probes raise
     (docs/benchmarks.md). Rows no text reaches get no IDF; the probes run."""
-    from irmechtest.controls.twins import random_hf_model, tiny_decoder_config, tiny_decoder_tokenizer
-    from irmechtest.loading import ranker_from_hf
+    from irmechtest.controls.twins import tiny_decoder_config, tiny_decoder_tokenizer
     from irmechtest.mechanisms.probes import svd_idf_probe
+    from irmechtest.models.huggingface import random_hf_model, ranker_from_hf
 
     tokenizer = tiny_decoder_tokenizer("qwen3")
     config = tiny_decoder_config("qwen3", tokenizer)

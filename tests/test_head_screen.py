@@ -39,23 +39,23 @@ def test_verified_heads_are_exact_patchings_top_heads_with_exact_values(planted)
         assert result.method == f"attribution screen, top {TOP_K} exact"
 
 
-def test_the_matching_head_search_finds_the_same_heads_on_screened_maps(planted):
+def test_the_matching_head_search_finds_the_same_heads_on_screened_maps(planted, planted_truth):
     ranker, diagnostics, exact, screened = planted
     rule = dict(min_effect=0.05, min_same_token_lift=5.0)
     on_exact = C.find_matching_heads(ranker, diagnostics, exact, **rule)
     on_screened = C.find_matching_heads(ranker, diagnostics, screened, **rule)
-    assert on_screened.heads == on_exact.heads == sorted(ranker.truth.matching_heads)
+    assert on_screened.heads == on_exact.heads == sorted(planted_truth.matching_heads)
     assert on_screened.removed == on_exact.removed
 
 
-def test_a_head_outside_the_verified_top_k_is_never_selected(planted):
+def test_a_head_outside_the_verified_top_k_is_never_selected(planted, planted_truth):
     """Unverified heads are NaN, never selected on an estimate: with k one short of the circuit, the matching
     head ranked fifth (0.1, 22 % of the TFC1 effect) is missed, not guessed. Why verify_top_k must exceed the
     number of heads that carry the effect (docs/patching.md)."""
     ranker, diagnostics, _, _ = planted
     short = C.head_maps(ranker, diagnostics.runs, "screened", verify_top_k=TOP_K - 1)
     found = C.find_matching_heads(ranker, diagnostics, short, min_effect=0.05, min_same_token_lift=5.0)
-    assert found.heads == sorted(set(ranker.truth.matching_heads) - {(0, 1)})
+    assert found.heads == sorted(set(planted_truth.matching_heads) - {(0, 1)})
 
 
 def test_the_suite_property_runs_screened(pytester):

@@ -7,13 +7,13 @@ import torch
 from irmechtest.controls.twins import random_cross_encoder
 from irmechtest.mechanisms.ablation import ablation_hooks
 from irmechtest.mechanisms.components import block_grid, head_grid, neuron_grid
+from irmechtest.mechanisms.pair_runs import prepare_pairs
 from irmechtest.mechanisms.patching import (
     _frozen_patches,
     _run_rows,
     activation_patching,
     attribution_patching,
     path_patching,
-    prepare_pairs,
     screen_then_verify,
 )
 from irmechtest.models.ranker import InputError

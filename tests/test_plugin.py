@@ -149,7 +149,7 @@ def test_a_registered_property_is_defined_once(pytester):
 def test_block_probes_are_not_applicable_to_monot5_and_a_no_effect_model_fails(pytester):
     """monoT5's encoder / decoder stacks are not the blocks.{l} the circuit, map and NIG probes read: they are
     not applicable, with the reason, before anything runs. On a model whose edits do not move the score
-    (random-deberta-v2: every TFC1 gap under 1e-4, patching.NoEffectError) the head probes fail with that
+    (random-deberta-v2: every TFC1 gap under 1e-4, pair_runs.NoEffectError) the head probes fail with that
     reason, not an error: there is no effect to attribute."""
     out = pytester.path / "v.json"
     suite = [str(suite_dir() / name) for name in ("test_circuits.py", "test_nig.py")]

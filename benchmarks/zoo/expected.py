@@ -16,32 +16,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import HERE, MODELS
 
+from irmechtest.registry import PROPERTIES as REGISTRY
+
 REMOVED_SHARE = 0.25
 """Ablation confirms heads carry an effect when mean-ablating them removes at least a quarter of it, and (for
 TFC1) more than it removes of the filler control's effect: heads that carry matching are not needed to react
 to filler. Ablating as many random other heads is reported beside it but is not part of the rule: on the planted
 model a random pick hit its scoring head, which every effect passes through (a bottleneck, not a matcher)."""
 
-PROPERTIES = [
-    "tfc1",
-    "axiom-tfc2",
-    "axiom-tdc",
-    "axiom-m-tdc",
-    "axiom-lnc1",
-    "axiom-lnc2",
-    "axiom-stmc1",
-    "axiom-control",
-    "matching-heads",
-    "scoring-heads",
-    "contextualisation-heads",
-    "tfc1-stmc1-maps",
-    "circuit-fit",
-    "idf-in-u0",
-    "idf-in-u0-causal",
-    "nig-pruning",
-]
-"""The built-in suite's properties (``irmech_property`` markers in axioms/*.py)."""
-CROSS_ONLY = {"matching-heads", "scoring-heads", "contextualisation-heads", "circuit-fit"}
+PROPERTIES = list(REGISTRY)
+"""The built-in suite's properties, from the one place they are defined (``irmechtest.registry``)."""
+CROSS_ONLY = {name for name, prop in REGISTRY.items() if prop.applies_to == ("cross-encoder",)}
 UNCHECKED = "no independent check in this study"
 
 

@@ -1,7 +1,7 @@
 """Zero, mean and resample ablation of heads, blocks and neurons, as hook specs that compose.
 
 Ablations are plain ``(hook name, fn)`` specs: pass them to ``run_with_hooks``, combine lists with ``+``,
-or give them to ``patching.prepare_pairs(hooks=...)`` so that every patched run happens in the ablated
+or give them to ``pair_runs.prepare_pairs(hooks=...)`` so that every patched run happens in the ablated
 model. The cells come from ``patching``'s grids (``head_grid(...).cells``, ``Grid.subset``), so the same
 vocabulary names what is patched and what is ablated.
 """

@@ -39,19 +39,9 @@ from irmechtest.data.pairs import MinimalPair, build_pairs
 from irmechtest.data.sources import QueryDocPair, load_pairs
 from irmechtest.mechanisms.ablation import ablation_hooks
 from irmechtest.mechanisms.components import head_grid
-from irmechtest.mechanisms.patching import (
-    NoEffectError,
-    PairRuns,
-    PairTexts,
-    PatchResult,
-    activation_patching,
-    attribution_patching,
-    map_pearson,
-    pair_texts,
-    path_patching,
-    prepare_pairs,
-    screened_patching,
-)
+from irmechtest.mechanisms.pair_runs import NoEffectError, PairRuns, PairTexts, pair_texts, prepare_pairs
+from irmechtest.mechanisms.patch_results import PatchResult, map_pearson
+from irmechtest.mechanisms.patching import activation_patching, attribution_patching, path_patching, screened_patching
 from irmechtest.models.hooks import act_name
 from irmechtest.models.ranker import Batch, HookedRanker, InputError, last_real_position
 

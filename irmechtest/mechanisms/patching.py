@@ -29,287 +29,22 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from itertools import product
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from scipy import stats
 from tqdm.auto import tqdm
 
 from irmechtest.mechanisms.components import (
     Grid,
 )
+from irmechtest.mechanisms.pair_runs import PairRuns, PatchDirection, Side
+from irmechtest.mechanisms.patch_results import PatchResult, grid_result, padding_mask, patch_result
 from irmechtest.models.encoder import HookedAttention
-from irmechtest.models.hooks import ActivationCache, HookSpec, act_name
-from irmechtest.models.ranker import Batch, HookedRanker, InputError, progress_bar
+from irmechtest.models.hooks import act_name
+from irmechtest.models.ranker import HookedRanker, progress_bar
 
-PatchDirection = Literal["denoise", "noise"]
-PairTexts = tuple[str, str, str]
-_CACHED = ("hook_resid_pre", "hook_attn_out", "hook_mlp_out", "attn.hook_z", "attn.hook_q", "attn.hook_k")
-_CACHED += ("attn.hook_v", "mlp.hook_post", "ln1.hook_scale", "ln2.hook_scale")
-# A pair's gap must be >= this share of the score spread (standard deviation of the sample's scores) to be
-# normalised by. Decided before measuring any zoo model: a tenth of a standard deviation is the usual
-# "negligible" effect size (Cohen's d < 0.2 is "small"); an edit that moves the score less than that is one the
-# model barely notices, and dividing by it turned patching noise into effects of -1.16 to +1.09 (issue 11).
-MIN_GAP_SHARE = 0.1
-
-
-# ------------------------------------------------------------------------------------------- inputs
-@dataclass
-class Side:
-    """One side of the pairs (baseline or perturbed): its batch, scores and cached activations."""
-
-    batch: Batch
-    scores: torch.Tensor
-    cache: ActivationCache
-
-
-@dataclass
-class PairRuns:
-    """Both sides of the usable pairs, tokenised, scored and cached once; every method starts from here.
-
-    ``hooks`` (e.g. ablations from ``irmechtest.mechanisms.ablation``) were active in these runs and are applied to
-    every patched run too, so patching composes with ablation.
-    """
-
-    baseline: Side
-    perturbed: Side
-    lengths: torch.Tensor  # real tokens per pair (positions at or beyond it are padding)
-    excluded: int
-    pairs: list[PairTexts]
-    hooks: list[HookSpec] = field(default_factory=list)
-    min_gap: float = 0.0  # |perturbed - baseline| below which a pair was excluded
-
-    @property
-    def n_pairs(self) -> int:
-        return len(self.pairs)
-
-    @property
-    def seq_len(self) -> int:
-        return self.baseline.batch.seq_len
-
-    @property
-    def right_padded(self) -> bool:
-        """Whether every row's real tokens come first, so that cutting the padding off is a prefix."""
-        mask = self.baseline.batch.attention_mask.bool()
-        return bool((mask == (torch.arange(self.seq_len, device=mask.device) < self.lengths[:, None])).all())
-
-    def sides(self, direction: PatchDirection) -> tuple[Side, Side]:
-        """(target, source): the run patched into and the run activations come from."""
-        if direction == "denoise":
-            return self.baseline, self.perturbed
-        if direction == "noise":
-            return self.perturbed, self.baseline
-        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
-
-
-def pair_texts(pairs: Any) -> list[PairTexts]:
-    """(query, baseline document, perturbed document) triples from a ``PairSet`` or any such sequence."""
-    if hasattr(pairs, "cases"):
-        return [(s.query, s.baseline_text, s.perturbed_text) for case in pairs.cases for s in case.steps]
-    return [tuple(p) for p in pairs]  # type: ignore[misc]
-
-
-class NoEffectError(InputError):
-    """No pair's edit moves the model's score enough: there is no effect for a mechanism to carry, which a
-    probe reports as its reason for finding nothing (``circuits.Diagnostics.unusable``), not as an error."""
-
-
-def prepare_pairs(
-    ranker: HookedRanker,
-    pairs: Any,
-    *,
-    tolerance: float = 1e-4,
-    min_gap_share: float = MIN_GAP_SHARE,
-    hooks: Sequence[HookSpec] = (),
-) -> PairRuns:
-    """Tokenise, score and cache both sides; exclude (and count) the pairs whose gap cannot be normalised.
-
-    A pair is kept when ``|perturbed - baseline| >= max(tolerance, min_gap_share * spread)``, ``spread`` being
-    the standard deviation of all the pairs' scores (both sides): the model's own score scale on this sample,
-    so the rule means the same on a model scoring in [-0.01, 0.01] as on one scoring in [-10, 10].
-    Raises ``InputError`` for unequal token lengths (positions would not correspond), ``NoEffectError`` when no
-    pair is left.
-    """
-    if min_gap_share < 0:
-        raise ValueError(f"min_gap_share must be >= 0, got {min_gap_share}")
-    texts = pair_texts(pairs)
-    if not texts:
-        raise InputError("no pairs given")
-    queries = [q for q, _, _ in texts]
-    base = ranker.tokenize(queries, [b for _, b, _ in texts])
-    pert = ranker.tokenize(queries, [p for _, _, p in texts])
-    lengths = base.attention_mask.sum(1)
-    unequal = torch.nonzero(lengths != pert.attention_mask.sum(1)).flatten().tolist()
-    if unequal:
-        raise InputError(
-            f"{len(unequal)} pair(s) have baseline and perturbed inputs of different token lengths (first: "
-            f"#{unequal[0]}); patching needs position-aligned inputs: build length-matched pairs "
-            "(irmechtest.data.pairs)"
-        )
-    hooks = list(hooks)
-    base_side, pert_side = _side(ranker, base, hooks), _side(ranker, pert, hooks)
-    spread = float(torch.cat([base_side.scores, pert_side.scores]).double().std(unbiased=False))
-    min_gap = max(tolerance, min_gap_share * spread)
-    keep = torch.nonzero((pert_side.scores - base_side.scores).abs() >= min_gap).flatten()
-    if len(keep) == 0:
-        raise NoEffectError(
-            f"all {len(texts)} pairs have |perturbed - baseline| score gap < {min_gap:.3g} (max of {tolerance:g} "
-            f"and {min_gap_share:g} x the score spread {spread:.3g}): the edit does not move this model's score "
-            "enough to normalise by"
-        )
-    return PairRuns(
-        baseline=_keep(base_side, keep),
-        perturbed=_keep(pert_side, keep),
-        lengths=lengths[keep],
-        excluded=len(texts) - len(keep),
-        pairs=[texts[i] for i in keep.tolist()],
-        hooks=hooks,
-        min_gap=min_gap,
-    )
-
-
-def _side(ranker: HookedRanker, batch: Batch, hooks: Sequence[HookSpec]) -> Side:
-    with torch.no_grad(), ranker.hooks(hooks):
-        scores, cache = ranker.run_with_cache(batch, names_filter=lambda name: name.endswith(_CACHED))
-    return Side(batch, scores, cache)
-
-
-def _keep(side: Side, rows: torch.Tensor) -> Side:
-    cache = ActivationCache({name: act[rows] for name, act in side.cache.items()})
-    return Side(side.batch.index(rows), side.scores[rows], cache)
-
-
-# ------------------------------------------------------------------------------------------- results
-@dataclass(frozen=True)
-class Ranked:
-    label: dict[str, Any]
-    mean: float
-    ci_low: float
-    ci_high: float
-
-
-@dataclass
-class PatchResult:
-    """Per-pair normalised effects on labelled dimensions; NaN where a cell is padding for that pair."""
-
-    values: np.ndarray  # [pair, *shape]
-    scores: np.ndarray  # [pair, *shape] patched (or, for attribution, estimated) scores
-    dims: tuple[str, ...]
-    coords: dict[str, list[Any]]
-    excluded: int
-    method: str
-    confidence: float = 0.95
-    min_gap: float = 0.0  # the exclusion rule's gap (``PairRuns.min_gap``)
-
-    @property
-    def n_pairs(self) -> int:
-        return self.values.shape[0]
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.values.shape[1:]
-
-    @property
-    def basis(self) -> str:
-        """How many pairs the result rests on, for titles and summaries."""
-        return f"{self.n_pairs} pairs; {self.excluded} excluded with score gap < {self.min_gap:.3g}"
-
-    @property
-    def mean(self) -> np.ndarray:
-        return _nanmean(self.values)
-
-    def _half_width(self) -> np.ndarray:
-        n = np.sum(~np.isnan(self.values), axis=0)
-        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)  # cells with fewer than two pairs: NaN, said below
-            sd = np.nanstd(self.values, axis=0, ddof=1)
-        t = stats.t.ppf(0.5 + self.confidence / 2, np.maximum(n - 1, 1))
-        return np.where(n > 1, t * sd / np.sqrt(np.maximum(n, 1)), np.nan)
-
-    @property
-    def ci_low(self) -> np.ndarray:
-        """Student-t interval over pairs (NaN with fewer than two pairs)."""
-        return self.mean - self._half_width()
-
-    @property
-    def ci_high(self) -> np.ndarray:
-        return self.mean + self._half_width()
-
-    def label(self, flat: int) -> dict[str, Any]:
-        index = np.unravel_index(flat, self.shape)
-        return {d: self.coords[d][i] for d, i in zip(self.dims, index, strict=True)}
-
-    def top_flat(self, k: int) -> np.ndarray:
-        """Flat indices of the k cells with the largest |mean effect|, biggest first (NaN last)."""
-        return np.argsort(-np.nan_to_num(np.abs(self.mean.ravel()), nan=-1.0), kind="stable")[:k]
-
-    def top_k(self, k: int) -> list[Ranked]:
-        """The k cells with the largest |mean effect|, biggest first."""
-        mean, low, high = self.mean.ravel(), self.ci_low.ravel(), self.ci_high.ravel()
-        return [Ranked(self.label(i), float(mean[i]), float(low[i]), float(high[i])) for i in self.top_flat(k)]
-
-    def mean_over(self, pairs: np.ndarray) -> np.ndarray:
-        """The mean map over a selection of pairs (with repeats, e.g. a bootstrap draw)."""
-        return _nanmean(self.values[pairs])
-
-    def correlation(self, other: PatchResult) -> float:
-        """Pearson r of the mean effects of two results over the same cells (e.g. attribution vs exact)."""
-        if self.shape != other.shape:
-            raise ValueError(f"shapes differ: {self.shape} vs {other.shape}")
-        return map_pearson(self.mean, other.mean)
-
-
-def map_pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r of two effect maps over the cells finite in both (NaN if fewer than 3 or one is constant)."""
-    a, b = np.ravel(a), np.ravel(b)
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
-        return float("nan")
-    return float(np.corrcoef(a[ok], b[ok])[0, 1])
-
-
-def _nanmean(values: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        n = np.sum(~np.isnan(values), axis=0)
-        return np.where(n > 0, np.nansum(values, axis=0) / np.maximum(n, 1), np.nan)
-
-
-def _result(
-    runs: PairRuns,
-    dims: tuple[str, ...],
-    coords: dict[str, list[Any]],
-    patched: torch.Tensor,
-    direction: PatchDirection,
-    method: str,
-    positions: Sequence[int | None] = (),
-) -> PatchResult:
-    """Normalise patched scores [pair, cell] into a result; cells at a pair's padding positions become NaN."""
-    target, source = runs.sides(direction)
-    gap = (source.scores - target.scores)[:, None]
-    values = ((patched - target.scores[:, None]) / gap).double().cpu().numpy()
-    if positions:
-        values[_padding(runs, positions).cpu().numpy()] = np.nan
-    shape = (runs.n_pairs, *(len(coords[d]) for d in dims))
-    scores = patched.double().cpu().numpy().reshape(shape)
-    return PatchResult(values.reshape(shape), scores, dims, coords, runs.excluded, method, min_gap=runs.min_gap)
-
-
-def _padding(runs: PairRuns, positions: Sequence[int | None]) -> torch.Tensor:
-    """[pair, cell]: whether the cell sits at a padding position of the pair (all-position cells never do)."""
-    cell_pos = torch.tensor([-1 if p is None else p for p in positions], device=runs.lengths.device)
-    return cell_pos[None, :] >= runs.lengths[:, None]
-
-
-def _grid_result(
-    runs: PairRuns, grid: Grid, patched: torch.Tensor, direction: PatchDirection, method: str
-) -> PatchResult:
-    return _result(runs, grid.dims, grid.coords, patched, direction, method, [c.position for c in grid.cells])
-
-
-# ------------------------------------------------------------------------------------------- engine
 Patches = dict[str, tuple[torch.Tensor, torch.Tensor]]  # hook -> (mask [rows, *act], values [rows, *act])
 MakePatches = Callable[[torch.Tensor, torch.Tensor], Patches]  # (job rows, their pairs) -> patches
 
@@ -487,7 +222,7 @@ def activation_patching(
     target, source = runs.sides(direction)
     device = target.scores.device
     patched = target.scores[:, None].repeat(1, len(grid.cells))
-    padding = _padding(runs, [c.position for c in grid.cells])
+    padding = padding_mask(runs, [c.position for c in grid.cells])
     copies = len(grid.cells) * runs.n_pairs - (int(padding.sum()) if batched else 0)
     desc = f"activation patching, {len(grid.cells)} cells x {runs.n_pairs} pairs"
     with progress_bar(copies, desc) as bar:
@@ -512,7 +247,7 @@ def activation_patching(
                 bar=bar,
             )
             patched[pair_of_row, cell_of_row] = scores
-    return _grid_result(runs, grid, patched, direction, "exact" if batched else "exact (naive)")
+    return grid_result(runs, grid, patched, direction, "exact" if batched else "exact (naive)")
 
 
 # ------------------------------------------------------------------------------------------- attribution
@@ -532,7 +267,7 @@ def attribution_patching(
     with torch.no_grad():
         terms = {h: (source.cache[h] - cache[h].detach()) * cache[h + "_grad"] for h in hooks}
         estimate = torch.stack([terms[c.hook][(slice(None), *c.index)].flatten(1).sum(1) for c in grid.cells], dim=1)
-    return _grid_result(runs, grid, target.scores[:, None] + estimate, direction, "attribution")
+    return grid_result(runs, grid, target.scores[:, None] + estimate, direction, "attribution")
 
 
 def screen_then_verify(
@@ -707,4 +442,4 @@ def path_patching(
         names = [f"{ly}.{h}" for ly, h in heads]
         grid_dims = ("sender", "receiver", "channel")
         coords = {"sender": names, "receiver": [f"{ly}.{h}" for ly, h in recv], "channel": list(channels)}
-    return _result(runs, grid_dims, coords, patched, direction, f"path (LayerNorm {ln})")
+    return patch_result(runs, grid_dims, coords, patched, direction, f"path (LayerNorm {ln})")

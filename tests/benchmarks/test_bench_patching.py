@@ -13,7 +13,8 @@ import pytest
 from irmechtest.data.pairs import build_pairs
 from irmechtest.data.sources import load_pairs
 from irmechtest.mechanisms.components import head_grid
-from irmechtest.mechanisms.patching import activation_patching, attribution_patching, pair_texts, prepare_pairs
+from irmechtest.mechanisms.pair_runs import pair_texts, prepare_pairs
+from irmechtest.mechanisms.patching import activation_patching, attribution_patching
 
 pytestmark = pytest.mark.benchmark(warmup=False)
 
